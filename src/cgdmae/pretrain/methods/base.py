@@ -1,0 +1,71 @@
+"""The contract between a pre-training method and the training engine.
+
+Every method (``mae``, ``cgd_mae``, later the seed methods) is an ``nn.Module`` that owns a
+masked autoencoder in facebookresearch/mae's state-dict layout under ``self.model``. The engine
+only ever calls ``forward``, ``on_step_end`` and ``encoder_state_dict``, so methods plug into
+one loop, one checkpoint format and one export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+_METHODS: dict[str, type[PretrainMethod]] = {}
+
+
+class PretrainMethod(nn.Module):
+    """Base class: subclasses set ``self.model`` and implement ``forward``.
+
+    ``forward(batch)`` receives the collated batch dict from the data loader (``image`` plus any
+    method-specific keys) and returns a dict of scalar tensors; ``loss`` is the one that is
+    back-propagated, every other entry is logged per epoch.
+
+    Submodules whose names start with one of ``frozen_prefixes`` hold weights that come from
+    elsewhere (a frozen CLIP teacher, say); the engine leaves them out of checkpoints and of the
+    optimizer.
+    """
+
+    name: ClassVar[str] = ""
+    frozen_prefixes: ClassVar[tuple[str, ...]] = ()
+    model: nn.Module
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Hook after each optimizer step (EMA updates, momentum schedules)."""
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """Encoder-only weights for ``encoder.pth`` (timm / MAE ``models_vit`` layout)."""
+        from cgdmae.models import encoder_state_dict
+
+        return encoder_state_dict(self.model)
+
+
+def register_method(name: str) -> Callable[[type[PretrainMethod]], type[PretrainMethod]]:
+    """Class decorator adding a method to the registry under ``name``."""
+
+    def wrap(cls: type[PretrainMethod]) -> type[PretrainMethod]:
+        if name in _METHODS:
+            raise ValueError(f"pre-training method {name!r} is registered twice")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def method_class(name: str) -> type[PretrainMethod]:
+    """Look a method up by name, with the known names in the error."""
+    if name not in _METHODS:
+        known = ", ".join(sorted(_METHODS)) or "none"
+        raise KeyError(f"unknown pre-training method {name!r}; known methods: {known}")
+    return _METHODS[name]
+
+
+def available_methods() -> list[str]:
+    return sorted(_METHODS)

@@ -1,0 +1,31 @@
+"""The synthetic vehicle world, written in the real on-disk formats of the public sets."""
+
+
+rule synthetic_dataset:
+    output:
+        directory(f"{SYNTHETIC_ROOT}/{{dataset}}"),
+    params:
+        world=lambda wildcards: {
+            key: config["synthetic"][key] for key in ("seed", "image_size", "n_cameras")
+        },
+        sizes=lambda wildcards: config["synthetic"][wildcards.dataset],
+    log:
+        "logs/data/{dataset}.log",
+    wildcard_constraints:
+        dataset="veri776|vehicleid|vfr|vps|pool",
+    threads: 1
+    script:
+        "../scripts/synthetic_dataset.py"
+
+
+rule contact_sheet:
+    output:
+        "results/figures/synth_contact_sheet.png",
+    params:
+        seed=config["synthetic"]["seed"],
+        image_size=config["synthetic"]["image_size"],
+    log:
+        "logs/figures/synth_contact_sheet.log",
+    threads: 1
+    script:
+        "../scripts/contact_sheet.py"
