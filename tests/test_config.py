@@ -1,0 +1,99 @@
+"""Config validation: defaults are filled, and every bad value is reported by its key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cgdmae.config import ConfigError, load_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_embedded_default_is_valid():
+    config = validate_config(default_config(), SCHEMA)
+    assert config["synthetic"]["image_size"] == [64, 64]
+
+
+def test_defaults_are_filled():
+    config = validate_config({"synthetic": {"veri776": {}}}, SCHEMA)
+    assert config["seed"] == 0
+    assert config["synthetic"]["veri776"]["n_train_ids"] > 0
+    assert config["synthetic"]["n_cameras"] == 20
+
+
+def test_unknown_key_is_named_with_the_allowed_ones():
+    config = default_config()
+    config["synthetic"]["veri776"]["n_trian_ids"] = 3
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
+    message = str(err.value)
+    assert "synthetic.veri776.n_trian_ids" in message
+    assert "n_train_ids" in message  # what was expected
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ConfigError, match="unknown config key 'sed'"):
+        validate_config({"sed": 1}, SCHEMA)
+
+
+def test_wrong_type_names_key():
+    config = default_config()
+    config["synthetic"]["pool"]["n_images"] = "many"
+    with pytest.raises(ConfigError, match=r"synthetic\.pool\.n_images.*not of type 'integer'"):
+        validate_config(config, SCHEMA)
+
+
+def test_unknown_dataset_format_names_key():
+    config = default_config()
+    config["datasets"]["veri776"]["format"] = "veri"
+    with pytest.raises(ConfigError, match=r"datasets\.veri776\.format"):
+        validate_config(config, SCHEMA)
+
+
+def test_synthetic_path_must_be_a_generated_dataset():
+    config = default_config()
+    config["datasets"]["veri776"]["path"] = "results/data/synthetic/veri"
+    with pytest.raises(ConfigError, match=r"datasets\.veri776\.path"):
+        validate_config(config, SCHEMA)
+
+
+def test_load_config_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("seed: [1\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(path, SCHEMA)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml", SCHEMA)
+
+
+def test_run_overrides_are_merged_and_checked():
+    from cgdmae.config import run_spec
+
+    config = default_config()
+    config["runs"] = {"mae": {"method": "mae", "overrides": {"mask_ratio": 0.9, "model.depth": 2}}}
+    validate_config(config, SCHEMA)
+    spec = run_spec(config, "mae")
+    assert spec["mask_ratio"] == 0.9 and spec["model"]["depth"] == 2 and spec["method"] == "mae"
+    assert config["pretrain"]["mask_ratio"] == 0.75  # defaults untouched
+
+    config["runs"]["mae"]["overrides"] = {"mask_ratoi": 0.9}
+    with pytest.raises(ConfigError, match=r"runs\.mae\.overrides\.mask_ratoi.*mask_ratio"):
+        validate_config(config, SCHEMA)
+
+    config["runs"]["mae"]["overrides"] = {"mask_ratio": 1.5}
+    with pytest.raises(ConfigError, match=r"runs\.mae\.overrides.*mask_ratio.*1\.5"):
+        validate_config(config, SCHEMA)
+
+
+def test_cgd_mae_run_needs_a_known_teacher():
+    config = default_config()
+    config["teachers"] = {}
+    config["runs"] = {"cgd_mae": {"method": "cgd_mae"}}
+    with pytest.raises(ConfigError, match=r"runs\.cgd_mae: pretrain\.distill\.teacher.*clip_small"):
+        validate_config(config, SCHEMA)
