@@ -1,0 +1,1 @@
+"""Benchmarks: throughput measurements, run by hand and recorded in docs/benchmarks.md."""
