@@ -1,0 +1,41 @@
+"""Encoder export: the keys timm's VisionTransformer and MAE's ``models_vit`` load."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+DECODER_PREFIXES = ("decoder_", "mask_token")
+
+
+def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The MAE state dict without ``mask_token`` and ``decoder_*`` (``norm.*`` is kept)."""
+    return {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith(DECODER_PREFIXES)
+    }
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temp file in the same directory, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_encoder(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``{'model': encoder}``: timm's filter and MAE's ``main_finetune.py`` both unwrap 'model'."""
+    atomic_save({"model": state_dict}, path)
