@@ -1,0 +1,11 @@
+"""Registry of pre-training methods; importing this package registers the built-in ones."""
+
+from cgdmae.pretrain.methods import mae as _mae  # noqa: F401  (registers mae, scratch)
+from cgdmae.pretrain.methods.base import (
+    PretrainMethod,
+    available_methods,
+    method_class,
+    register_method,
+)
+
+__all__ = ["PretrainMethod", "available_methods", "method_class", "register_method"]
