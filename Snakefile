@@ -10,6 +10,8 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/pretrain.smk"
 
 
 rule all:
@@ -17,3 +19,5 @@ rule all:
     input:
         synthetic_targets(),
         "results/figures/synth_contact_sheet.png",
+        expand("results/teacher/{teacher}/metrics.json", teacher=config["teachers"]),
+        expand("results/pretrain/{run}/encoder.pth", run=config["runs"]),

@@ -1,5 +1,6 @@
 """Registry of pre-training methods; importing this package registers the built-in ones."""
 
+from cgdmae.pretrain.methods import cgd_mae as _cgd_mae  # noqa: F401  (registers cgd_mae)
 from cgdmae.pretrain.methods import mae as _mae  # noqa: F401  (registers mae, scratch)
 from cgdmae.pretrain.methods.base import (
     PretrainMethod,

@@ -1,0 +1,167 @@
+"""Pre-training data: MAE's augmentation, reproducible per (seed, epoch, index), and cached views.
+
+Every random draw comes from a generator seeded by (seed, epoch, index), so a sample does not
+depend on worker count or on where a resumed run restarts. With cached teacher targets, the
+loader picks one of the K precomputed views and applies exactly the crop the teacher saw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+
+from cgdmae.data import DatasetFormatError, load_rgb
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A RandomResizedCrop draw in source-image pixels, plus the flip."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+    def as_row(self) -> list[int]:
+        return [self.top, self.left, self.height, self.width, int(self.flip)]
+
+
+def sample_crop(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    hflip: bool = True,
+) -> Crop:
+    """torchvision's RandomResizedCrop parameters (ratio 3/4–4/3), drawn from ``rng``."""
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        ratio = math.exp(rng.uniform(*LOG_RATIO))
+        w = int(round(math.sqrt(target * ratio)))
+        h = int(round(math.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return Crop(top, left, h, w, hflip and bool(rng.random() < 0.5))
+    side = min(width, height)  # fallback: central square crop, as torchvision does
+    return Crop(
+        (height - side) // 2, (width - side) // 2, side, side, hflip and bool(rng.random() < 0.5)
+    )
+
+
+def apply_crop(image, crop: Crop, size: tuple[int, int]) -> torch.Tensor:
+    """Crop, resize (bicubic) and flip a PIL image into a [0, 1] float tensor."""
+    out = TF.resized_crop(
+        image,
+        crop.top,
+        crop.left,
+        crop.height,
+        crop.width,
+        list(size),
+        InterpolationMode.BICUBIC,
+        antialias=True,
+    )
+    if crop.flip:
+        out = TF.hflip(out)
+    return TF.to_tensor(out)
+
+
+def normalize(images01: torch.Tensor) -> torch.Tensor:
+    return TF.normalize(images01, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """Back to [0, 1]: the teacher normalises with its own statistics."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return images * std + mean
+
+
+@dataclass
+class TeacherTargets:
+    """K cached views per image: crop rows (top, left, h, w, flip) and L2-normalised embeddings."""
+
+    paths: list[str]
+    crops: torch.Tensor  # int32 [N, K, 5]
+    embeds: torch.Tensor  # float16 [N, K, C]
+
+    @classmethod
+    def load(cls, path: str | Path) -> TeacherTargets:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+            return cls(list(data["paths"]), data["crops"], data["embeds"])
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise DatasetFormatError(f"not a readable teacher-target cache ({exc})", path) from None
+
+
+class PretrainDataset(Dataset):
+    """Images for pre-training with MAE's RandomResizedCrop (bicubic) + flip, normalised."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        img_size: tuple[int, int] = (64, 64),
+        scale: tuple[float, float] = (0.2, 1.0),
+        hflip: bool = True,
+        seed: int = 0,
+        targets: TeacherTargets | None = None,
+        targets_file: str | Path | None = None,
+    ):
+        self.paths = [Path(p) for p in paths]
+        self.img_size, self.scale, self.hflip, self.seed = (
+            tuple(img_size),
+            tuple(scale),
+            hflip,
+            seed,
+        )
+        self.targets = targets
+        self.epoch = 0
+        if targets is not None:
+            self._check_targets(targets, targets_file)
+
+    def _check_targets(self, targets: TeacherTargets, source: str | Path | None) -> None:
+        if len(targets.paths) != len(self.paths):
+            raise DatasetFormatError(
+                f"teacher targets cover {len(targets.paths)} images but the pre-training set has {len(self.paths)}",
+                source,
+            )
+        for k, (cached, path) in enumerate(zip(targets.paths, self.paths, strict=True)):
+            if Path(cached).name != path.name:
+                raise DatasetFormatError(
+                    f"teacher target {k} is for {cached}, the image is {path}", source
+                )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image = load_rgb(self.paths[index])
+        item: dict[str, Any] = {"index": index}
+        if self.targets is not None:
+            view = int(rng.integers(self.targets.crops.shape[1]))
+            top, left, height, width, flip = (int(v) for v in self.targets.crops[index, view])
+            crop = Crop(top, left, height, width, bool(flip))
+            item["teacher_embed"] = self.targets.embeds[index, view].float()
+        else:
+            crop = sample_crop(rng, image.width, image.height, self.scale, self.hflip)
+        item["image"] = normalize(apply_crop(image, crop, self.img_size))
+        return item

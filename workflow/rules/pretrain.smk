@@ -1,0 +1,35 @@
+"""Pre-training runs: `scratch`, `mae`, `cgd_mae`, each a method plus config overrides.
+
+The resumable state lives in results/pretrain/{run}/work/, which is not a declared output,
+so a preempted or timed-out job that Snakemake retries resumes from its last checkpoint
+instead of starting over (Snakemake deletes declared outputs before a job runs).
+"""
+
+
+rule pretrain:
+    input:
+        unpack(pretrain_inputs),
+    output:
+        encoder="results/pretrain/{run}/encoder.pth",
+        checkpoint="results/pretrain/{run}/checkpoint.pth",
+        log_csv="results/pretrain/{run}/log.csv",
+    params:
+        spec=lambda wildcards: json.dumps(run_spec(config, wildcards.run), sort_keys=True),
+        launcher=lambda wildcards: launcher(run_spec(config, wildcards.run)["gpus"]),
+        teacher=lambda wildcards, input: input.get("teacher", ""),
+        targets=lambda wildcards, input: input.get("targets", ""),
+    log:
+        "logs/pretrain/{run}.log",
+    threads: 2
+    resources:
+        gpu=lambda wildcards: run_spec(config, wildcards.run)["gpus"],
+        runtime=lambda wildcards: run_spec(config, wildcards.run)["runtime"],
+    shell:
+        "{params.launcher} workflow/scripts/pretrain.py --run {wildcards.run:q}"
+        " --spec {params.spec:q} --images {input.images:q} --teacher {params.teacher:q}"
+        " --targets {params.targets:q} --out results/pretrain/{wildcards.run} > {log:q} 2>&1"
+
+
+rule pretrain_all:
+    input:
+        expand("results/pretrain/{run}/encoder.pth", run=config["runs"]),

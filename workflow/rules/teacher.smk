@@ -1,0 +1,39 @@
+"""The CLIP teacher: trained here on the pool's captions, or a pretrained open_clip model."""
+
+
+rule teacher:
+    input:
+        images=lambda wildcards: teacher_inputs(wildcards.teacher),
+    output:
+        model=directory("results/teacher/{teacher}/model"),
+        metrics="results/teacher/{teacher}/metrics.json",
+    params:
+        spec=lambda wildcards: config["teachers"][wildcards.teacher],
+        seed=config["seed"],
+    log:
+        "logs/teacher/{teacher}.log",
+    threads: 2
+    resources:
+        runtime=120,
+    script:
+        "../scripts/teacher.py"
+
+
+rule teacher_targets:
+    input:
+        teacher="results/teacher/{teacher}/model",
+        images=lambda wildcards: dataset_root(wildcards.dataset),
+    output:
+        "results/teacher/{teacher}/targets/{dataset}.pt",
+    params:
+        views=lambda wildcards: config["teachers"][wildcards.teacher]["cache_views"],
+        img_size=config["pretrain"]["model"]["img_size"],
+        crop_scale=config["pretrain"]["crop_scale"],
+        seed=config["seed"],
+    log:
+        "logs/teacher/{teacher}_targets_{dataset}.log",
+    threads: 2
+    resources:
+        runtime=240,
+    script:
+        "../scripts/teacher_targets.py"

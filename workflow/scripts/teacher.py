@@ -1,0 +1,24 @@
+"""Build a CLIP teacher: train the small one here, or check a pretrained one is on disk."""
+
+import json
+from pathlib import Path
+
+from cgdmae.data import read_pool
+from cgdmae.pretrain.teacher import describe_pretrained, train_small_teacher
+from cgdmae.workflow import rule_logging
+
+with rule_logging(snakemake.log[0]) as log:
+    spec = snakemake.params.spec
+    if spec["source"] == "train":
+        metrics = train_small_teacher(
+            read_pool(snakemake.input.images),
+            snakemake.output.model,
+            model=spec["model"],
+            seed=snakemake.params.seed,
+            **spec["train"],
+        )
+    else:
+        describe_pretrained(spec["name"], spec["pretrained"], snakemake.output.model)
+        metrics = {"source": "pretrained", "name": spec["name"], "pretrained": spec["pretrained"]}
+    Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2))
+    log.info("teacher %s: %s", snakemake.wildcards.teacher, metrics)
