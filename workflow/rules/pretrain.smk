@@ -18,6 +18,7 @@ rule pretrain:
         launcher=lambda wildcards: launcher(run_spec(config, wildcards.run)["gpus"]),
         teacher=lambda wildcards, input: input.get("teacher", ""),
         targets=lambda wildcards, input: input.get("targets", ""),
+        seed=config["seed"],
     log:
         "logs/pretrain/{run}.log",
     threads: 2
@@ -26,8 +27,9 @@ rule pretrain:
         runtime=lambda wildcards: run_spec(config, wildcards.run)["runtime"],
     shell:
         "{params.launcher} workflow/scripts/pretrain.py --run {wildcards.run:q}"
-        " --spec {params.spec:q} --images {input.images:q} --teacher {params.teacher:q}"
-        " --targets {params.targets:q} --out results/pretrain/{wildcards.run} > {log:q} 2>&1"
+        " --spec={params.spec:q} --images={input.images:q} --teacher={params.teacher:q}"
+        " --targets={params.targets:q} --seed={params.seed} --out=results/pretrain/{wildcards.run}"
+        " > {log:q} 2>&1"
 
 
 rule pretrain_all:

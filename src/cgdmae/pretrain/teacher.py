@@ -346,7 +346,7 @@ def train_small_teacher(
             optimizer.step()
             step += 1
             scheduler.step_update(step)
-            total += float(loss)
+            total += loss.item()
         history.append(total / steps_per_epoch)
         log.info("teacher epoch %d/%d: contrastive loss %.4f", epoch + 1, epochs, history[-1])
     clip.eval().requires_grad_(False)
