@@ -47,15 +47,36 @@ def test_similarity_loss_by_hand():
     assert similarity_loss(s, t).item() == pytest.approx(expected)
 
 
-def test_kl_loss_by_hand():
-    text = torch.eye(2)
-    s, t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+def softmax(logits: list[float]) -> list[float]:
+    exps = [math.exp(v) for v in logits]
+    return [e / sum(exps) for e in exps]
+
+
+def test_kl_loss_by_hand_with_the_teacher_as_target():
+    text = torch.eye(3)
+    s, t = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.6, 0.8, 0.0]])
     tau = 2.0
-    p_s = torch.tensor([math.exp(2), 1.0]) / (math.exp(2) + 1)
-    p_t = torch.tensor([1.0, math.exp(2)]) / (math.exp(2) + 1)
-    expected = float((p_s * (p_s / p_t).log()).sum())
-    assert text_kl_loss(s, t, text, tau).item() == pytest.approx(expected, rel=1e-6)
+    p_s = softmax([tau * 1.0, 0.0, 0.0])  # ŝ = (1, 0, 0) after normalising
+    p_t = softmax([tau * 0.6, tau * 0.8, 0.0])
+    teacher_as_target = sum(pt * math.log(pt / ps) for ps, pt in zip(p_s, p_t, strict=True))
+    student_as_target = sum(ps * math.log(ps / pt) for ps, pt in zip(p_s, p_t, strict=True))
+    assert abs(teacher_as_target - student_as_target) > 0.05  # the example tells them apart
+    assert text_kl_loss(s, t, text, tau).item() == pytest.approx(teacher_as_target, rel=1e-6)
     assert text_kl_loss(t, t, text, tau).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_losses_average_over_the_batch():
+    gen = torch.Generator().manual_seed(0)
+    s, t, text = (
+        torch.randn(5, 8, generator=gen),
+        torch.randn(5, 8, generator=gen),
+        torch.randn(7, 8),
+    )
+    text = F.normalize(text, dim=-1)
+    rows_kl = [text_kl_loss(s[i : i + 1], t[i : i + 1], text).item() for i in range(5)]
+    rows_sim = [similarity_loss(s[i : i + 1], t[i : i + 1]).item() for i in range(5)]
+    assert text_kl_loss(s, t, text).item() == pytest.approx(sum(rows_kl) / 5, rel=1e-5)
+    assert similarity_loss(s, t).item() == pytest.approx(sum(rows_sim) / 5, rel=1e-6)
 
 
 def make(lam=1.0, feature="decoder_pool", teacher=None):
@@ -86,14 +107,15 @@ def test_total_loss_and_lambda_zero_is_mae():
 
 @pytest.mark.parametrize("feature", ["decoder_pool", "encoder_cls", "encoder_mean"])
 def test_gradients_reach_head_and_decoder_not_teacher(feature):
-    method = make(feature=feature, teacher=LinearTeacher().requires_grad_(False))
+    method = make(feature=feature, teacher=LinearTeacher())  # the method freezes it
     batch = {"image": torch.randn(4, 3, 16, 16)}
     method(batch)["loss"].backward()
     assert method.proj.weight.grad is not None and method.proj.weight.grad.abs().sum() > 0
     if feature == "decoder_pool":
         assert method.pool.weight.grad.abs().sum() > 0
         assert method.model.decoder_blocks[0].mlp.fc1.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in method.teacher.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in method.teacher.parameters())
+    assert method.train().training and not method.teacher.training
     state = _method_state(method)
     assert not any(k.startswith(("teacher.", "model.")) for k in state)
     assert "text_embeds" in state and "proj.weight" in state
@@ -111,6 +133,9 @@ def test_cached_equals_online_when_embeddings_agree():
     assert torch.allclose(online["loss"], from_cache["loss"], atol=1e-6)
 
 
-def test_bad_feature_name():
+def test_bad_feature_name_and_mismatched_teacher_dims():
     with pytest.raises(ValueError, match="student_feature"):
         make(feature="cls")
+    batch = {"image": torch.randn(2, 3, 16, 16), "teacher_embed": torch.randn(2, 6)}
+    with pytest.raises(ValueError, match="6 dims but the text embeddings 8"):
+        make()(batch)

@@ -87,9 +87,29 @@ def test_tiny_export_loads_into_matching_timm_vit(tmp_path):
         decoder_heads=2,
     )
     path = tmp_path / "encoder.pth"
-    save_encoder(encoder_state_dict(model), path)
+    save_encoder(model, path)
     vit = VisionTransformer(
         img_size=(64, 32), patch_size=8, embed_dim=64, depth=3, num_heads=4, num_classes=0
     )
     vit.load_state_dict(torch.load(path, weights_only=True)["model"], strict=True)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_scratch_exports_the_initialisation(tmp_path):
+    torch.manual_seed(0)
+    model = create_mae(
+        "tiny", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+        decoder_dim=16, decoder_depth=1, decoder_heads=2,
+    )  # fmt: skip
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    from cgdmae.pretrain.methods import method_class  # registry of the engine's methods
+
+    scratch = method_class("scratch")(model)
+    exported = scratch.encoder_state_dict()
+    assert scratch.model is model and set(exported) == {
+        k for k in init if not k.startswith(("decoder_", "mask_token"))
+    }
+    assert all(torch.equal(v, init[k]) for k, v in exported.items())
+    save_encoder(exported, tmp_path / "encoder.pth")
+    saved = torch.load(tmp_path / "encoder.pth", weights_only=True)["model"]
+    assert all(torch.equal(saved[k], init[k]) for k in exported)

@@ -10,7 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cgdmae.models import block_mask, create_mae, num_visible, sincos_pos_embed_2d
+from cgdmae.models import (
+    create_mae,
+    mae_vit_huge_patch14,
+    mae_vit_tiny_patch16,
+    sincos_pos_embed_2d,
+)
 
 MAE_ENCODER_BLOCK_KEYS = [
     "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
@@ -170,29 +175,6 @@ def test_loss_pred_mask_equal_the_reference(norm_pix, img_size, patch):
     assert torch.allclose(loss, ref_loss, atol=1e-6)
 
 
-def test_random_masking_keeps_mae_count_and_unshuffles():
-    model = create_mae(
-        "tiny",
-        img_size=64,
-        patch_size=8,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        decoder_dim=16,
-        decoder_depth=1,
-        decoder_heads=2,
-    )
-    x = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 64, 1)
-    for ratio in (0.1, 0.5, 0.75, 0.9):
-        kept, mask, ids_restore = model.random_masking(x, ratio)
-        assert kept.shape[1] == int(64 * (1 - ratio)) == num_visible(64, ratio)
-        assert torch.all(mask.sum(1) == 64 - kept.shape[1])
-        assert torch.all(mask.gather(1, kept[..., 0].long() % 64) == 0)  # kept patches are unmasked
-        assert torch.equal(torch.argsort(torch.argsort(ids_restore, 1), 1), ids_restore)
-    with pytest.raises(ValueError, match=r"mask_ratio must be in \(0, 1\)"):
-        model.random_masking(x, 1.0)
-
-
 def test_patchify_round_trip_non_square():
     model = create_mae(
         "tiny",
@@ -214,50 +196,76 @@ def test_patchify_round_trip_non_square():
     assert torch.equal(model.unpatchify(patches), imgs)
 
 
-def test_block_masking_is_blocky_and_exact():
-    import numpy as np
+def test_sizes_and_registry_names():
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        large = create_mae("large")
+        huge = mae_vit_huge_patch14()
+        lite = mae_vit_tiny_patch16()
+        tiny = create_mae("tiny", embed_dim=192, depth=4, num_heads=3, img_size=64, patch_size=8)
+    assert (large.embed_dim, len(large.blocks), large.blocks[0].attn.num_heads) == (1024, 24, 16)
+    assert (huge.embed_dim, len(huge.blocks), huge.patch_size, huge.grid_size) == (
+        1280,
+        32,
+        14,
+        (16, 16),
+    )
+    assert (lite.embed_dim, len(lite.blocks), lite.blocks[0].attn.num_heads) == (192, 12, 12)
+    assert (lite.decoder_embed_dim, len(lite.decoder_blocks)) == (96, 1)
+    assert lite.decoder_blocks[0].attn.num_heads == 3
+    assert (len(tiny.blocks), tiny.grid_size, len(tiny.decoder_blocks)) == (4, (8, 8), 8)
 
-    rng = np.random.default_rng(0)
-    for grid, ratio in (((14, 14), 0.75), ((16, 8), 0.4), ((4, 4), 0.5)):
-        total = grid[0] * grid[1]
-        n_masked = total - num_visible(total, ratio)
-        mask = block_mask(grid, n_masked, rng)
-        assert mask.sum() == n_masked
-    # block masks have far fewer masked/unmasked boundaries than random ones of the same count
-    mask = block_mask((14, 14), 98, rng)
-    random = np.zeros(196, bool)
-    random[rng.choice(196, 98, replace=False)] = True
-    random = random.reshape(14, 14)
 
-    def edges(m):
-        return int((m[1:] != m[:-1]).sum() + (m[:, 1:] != m[:, :-1]).sum())
-
-    assert edges(mask) < 0.6 * edges(random)
+@pytest.mark.parametrize(
+    "img_size,patch", [((256, 128), 16), ((224, 224), 14), ((256, 256), 16), ((64, 64), 8)]
+)
+def test_interface_shapes(img_size, patch):
     model = create_mae(
-        "tiny",
-        img_size=(64, 32),
-        patch_size=8,
-        embed_dim=32,
-        depth=1,
-        num_heads=2,
-        decoder_dim=16,
-        decoder_depth=1,
-        decoder_heads=2,
-        mask_strategy="block",
-    )
-    _, _, mask = model(torch.randn(4, 3, 64, 32), mask_ratio=0.75)
-    assert torch.all(mask.sum(1) == 32 - int(32 * 0.25))
-    with pytest.raises(ValueError, match="mask_strategy"):
-        create_mae("tiny", mask_strategy="grid")
+        "tiny", img_size=img_size, patch_size=patch, embed_dim=32, depth=1, num_heads=2,
+        decoder_dim=16, decoder_depth=1, decoder_heads=2,
+    )  # fmt: skip
+    gh, gw = img_size[0] // patch, img_size[1] // patch
+    length, keep = gh * gw, int(gh * gw * 0.25)
+    imgs = torch.randn(2, 3, *img_size)
+    latent, mask, ids_restore = model.forward_encoder(imgs, 0.75)
+    assert model.grid_size == (gh, gw)
+    assert latent.shape == (2, 1 + keep, 32) and mask.shape == ids_restore.shape == (2, length)
+    pred, dec_tokens = model.forward_decoder(latent, ids_restore)
+    assert pred.shape == (2, length, patch * patch * 3) and dec_tokens.shape == (2, length, 16)
+    assert torch.allclose(model.decoder_pred(dec_tokens), pred)
+    loss, _, _ = model(imgs)
+    loss.backward()
+    assert model.blocks[0].attn.qkv.weight.grad is not None and model.pos_embed.grad is None
 
 
-def test_sizes():
-    model = create_mae("large", img_size=224, decoder_dim=512)
-    assert (model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads) == (1024, 24, 16)
-    lite = create_mae("tiny", decoder_dim=96, decoder_depth=1, decoder_heads=3)
-    assert (lite.embed_dim, len(lite.blocks), lite.decoder_embed_dim, len(lite.decoder_blocks)) == (
-        192,
-        12,
-        96,
-        1,
-    )
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(img_size=(250, 128)), r"img_size \(250, 128\) is not divisible by patch_size 16"),
+        (dict(embed_dim=100, num_heads=3), "encoder width 100 is not divisible by its 3 heads"),
+        (dict(decoder_dim=30, decoder_heads=3), "decoder width 30 must be divisible by 4"),
+    ],
+)
+def test_bad_dimensions_are_named(kw, message):
+    with pytest.raises(ValueError, match=message):
+        create_mae("tiny", **{"depth": 1, "decoder_depth": 1, **kw})
+    with pytest.raises(ValueError, match="unknown ViT size 'gigantic'"):
+        create_mae("gigantic")
+
+
+def test_mae_method_is_the_model_loss():
+    model = create_mae(
+        "tiny", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+        decoder_dim=16, decoder_depth=1, decoder_heads=2, norm_pix_loss=True,
+    )  # fmt: skip
+    from cgdmae.pretrain.methods import method_class  # registry of the engine's methods
+
+    method = method_class("mae")(model, mask_ratio=0.6)
+    imgs = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(3)
+    out = method({"image": imgs})
+    torch.manual_seed(3)
+    expected, _, mask = model(imgs, mask_ratio=0.6)
+    assert set(out) == {"loss", "mae"} and torch.equal(out["loss"], expected)
+    assert mask.sum(1).tolist() == [16 - int(16 * 0.4)] * 2
+    out["loss"].backward()
+    assert model.decoder_pred.weight.grad is not None

@@ -10,7 +10,14 @@ from PIL import Image
 
 from cgdmae.data.synth import writers
 from cgdmae.data.synth.contact_sheet import write_contact_sheet
-from cgdmae.data.synth.world import PART_CLASSES, VERI_COLORS, VERI_TYPES, VIEWPOINTS, SynthWorld
+from cgdmae.data.synth.world import (
+    PART_CLASSES,
+    VERI_COLORS,
+    VERI_TYPES,
+    VIEWPOINTS,
+    SynthConfigError,
+    SynthWorld,
+)
 
 VERI_NAME = re.compile(r"^(\d{4})_c(\d{3})_(\d+)_(\d+)\.jpg$")
 
@@ -33,6 +40,27 @@ def test_world_has_the_veri_classes_and_enough_models():
     assert len(world.models) >= 30
     assert {m.type for m in world.models} == set(range(9))
     assert len(world.cameras) == 20
+    bigger = SynthWorld(0, n_cameras=7, n_models=45)
+    assert len(bigger.models) == 45 and len(bigger.cameras) == 7
+    assert len({m.name for m in bigger.models}) == 45
+
+
+def test_bad_parameters_name_the_culprit(tmp_path):
+    world = SynthWorld(0, n_cameras=4)
+    ident = world.sample_identities(1, np.random.default_rng(0))[0]
+    with pytest.raises(SynthConfigError, match="camera_id 4 .* 4 cameras"):
+        world.render(ident, 4, np.random.default_rng(0))
+    with pytest.raises(SynthConfigError, match="'top'"):
+        world.render(ident, 0, np.random.default_rng(0), viewpoint="top")
+    with pytest.raises(SynthConfigError, match="image size"):
+        world.render(ident, 0, np.random.default_rng(0), size=(8, 64))
+    with pytest.raises(SynthConfigError, match="n_models"):
+        SynthWorld(0, n_models=5)
+    with pytest.raises(SynthConfigError, match="cameras_per_id"):
+        writers.write_veri776(tmp_path / "veri", n_cameras=4, cameras_per_id=1)
+    with pytest.raises(SynthConfigError, match="n_images"):
+        writers.write_pool(tmp_path / "pool", n_images=0)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("size", [(64, 64), (128, 256), (224, 224)])
@@ -47,8 +75,12 @@ def test_mask_matches_image_and_covers_the_parts(size):
         assert render.mask.max() < len(PART_CLASSES)
     side = world.render(ident, 0, rng, size, viewpoint="side").mask
     assert {1, 2, 3, 4} <= set(np.unique(side))  # body, windows, wheels, lights
-    front = world.render(ident, 0, rng, size, viewpoint="front").mask
-    assert {1, 2, 4, 5} <= set(np.unique(front))  # plate visible from the front
+    for viewpoint in ("front", "rear"):
+        face = world.render(ident, 0, rng, size, viewpoint=viewpoint).mask
+        assert {1, 2, 4, 5} <= set(np.unique(face))  # glass, lights and plate of the face
+    for viewpoint in ("front_three_quarter", "rear_three_quarter"):
+        mix = world.render(ident, 0, rng, size, viewpoint=viewpoint).mask
+        assert set(range(1, 6)) <= set(np.unique(mix))  # side wheels and the face's plate
 
 
 def test_lookalike_identities_differ_only_in_small_detail():
@@ -96,8 +128,12 @@ def test_veri776_layout(tmp_path):
     train_ids = {n[:4] for n in (root / "name_train.txt").read_text().split()}
     test_ids = {n[:4] for n in (root / "name_test.txt").read_text().split()}
     assert not train_ids & test_ids
-    query_ids = {n[:4] for n in (root / "name_query.txt").read_text().split()}
-    assert query_ids <= test_ids
+    query_names = (root / "name_query.txt").read_text().split()
+    assert {n[:4] for n in query_names} <= test_ids
+    test_names = (root / "name_test.txt").read_text().split()
+    for query in query_names:  # a query's camera never shows up in its own gallery
+        gallery_cams = {n[5:9] for n in test_names if n[:4] == query[:4]}
+        assert gallery_cams and query[5:9] not in gallery_cams
     assert (root / "list_color.txt").read_text().splitlines()[0] == "1 yellow"
     assert (root / "list_type.txt").read_text().splitlines()[-1] == "9 estate"
     assert not (tmp_path / "veri.partial").exists()
@@ -109,10 +145,12 @@ def test_vehicleid_layout(tmp_path):
     line = re.compile(r"^(\d{7}) (\d+)$")
     train = (root / "train_test_split" / "train_list.txt").read_text().splitlines()
     assert len(train) == 8 and all(line.match(x) for x in train)
+    train_ids = {x.split()[1] for x in train}
     for real, ids in ((800, 2), (1600, 3), (2400, 4)):
         lines = (root / "train_test_split" / f"test_list_{real}.txt").read_text().splitlines()
         assert all(line.match(x) for x in lines)
         assert len({x.split()[1] for x in lines}) == ids
+        assert not {x.split()[1] for x in lines} & train_ids
         for x in lines:
             assert (root / "image" / f"{x.split()[0]}.jpg").exists()
 

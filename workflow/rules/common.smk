@@ -6,6 +6,8 @@ from pathlib import Path
 
 from cgdmae.config import SYNTHETIC_ROOT, run_spec, validate_config
 
+SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
+
 validate_config(
     config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 )

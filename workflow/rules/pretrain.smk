@@ -19,6 +19,7 @@ rule pretrain:
         teacher=lambda wildcards, input: input.get("teacher", ""),
         targets=lambda wildcards, input: input.get("targets", ""),
         seed=config["seed"],
+        script=SCRIPTS / "pretrain.py",
     log:
         "logs/pretrain/{run}.log",
     threads: 2
@@ -26,7 +27,7 @@ rule pretrain:
         gpu=lambda wildcards: run_spec(config, wildcards.run)["gpus"],
         runtime=lambda wildcards: run_spec(config, wildcards.run)["runtime"],
     shell:
-        "{params.launcher} workflow/scripts/pretrain.py --run {wildcards.run:q}"
+        "{params.launcher} {params.script:q} --run={wildcards.run:q}"
         " --spec={params.spec:q} --images={input.images:q} --teacher={params.teacher:q}"
         " --targets={params.targets:q} --seed={params.seed} --out=results/pretrain/{wildcards.run}"
         " > {log:q} 2>&1"
@@ -35,3 +36,18 @@ rule pretrain:
 rule pretrain_all:
     input:
         expand("results/pretrain/{run}/encoder.pth", run=config["runs"]),
+
+
+rule loss_curves:
+    input:
+        expand("results/pretrain/{run}/log.csv", run=config["runs"]),
+    output:
+        pdf="results/figures/pretrain_loss.pdf",
+        png="results/figures/pretrain_loss.png",
+    params:
+        runs=list(config["runs"]),
+        stem="results/figures/pretrain_loss",
+    log:
+        "logs/figures/pretrain_loss.log",
+    script:
+        "../scripts/loss_curves.py"

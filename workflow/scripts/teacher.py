@@ -1,10 +1,7 @@
 """Build a CLIP teacher: train the small one here, or check a pretrained one is on disk."""
 
-import json
-from pathlib import Path
-
 from cgdmae.data import read_pool
-from cgdmae.pretrain.teacher import describe_pretrained, train_small_teacher
+from cgdmae.pretrain.teacher import describe_pretrained, train_small_teacher, write_json
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
@@ -15,10 +12,16 @@ with rule_logging(snakemake.log[0]) as log:
             snakemake.output.model,
             model=spec["model"],
             seed=snakemake.params.seed,
+            metrics_path=snakemake.output.metrics,
             **spec["train"],
         )
     else:
-        describe_pretrained(spec["name"], spec["pretrained"], snakemake.output.model)
+        describe_pretrained(
+            spec["name"],
+            spec["pretrained"],
+            snakemake.output.model,
+            config_key=f"teachers.{snakemake.wildcards.teacher}.pretrained",
+        )
         metrics = {"source": "pretrained", "name": spec["name"], "pretrained": spec["pretrained"]}
-    Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2))
+        write_json(snakemake.output.metrics, metrics)
     log.info("teacher %s: %s", snakemake.wildcards.teacher, metrics)

@@ -1,6 +1,14 @@
 """Datasets: the synthetic world, readers of the real on-disk formats, torch Datasets."""
 
-from cgdmae.data.datasets import ImageDataset, RandomIdentitySampler, SegmentationDataset, load_rgb
+from cgdmae.data.datasets import (
+    ImageDataset,
+    RandomIdentitySampler,
+    SegmentationDataset,
+    SegmentationTransform,
+    load_mask,
+    load_rgb,
+)
+from cgdmae.data.errors import DatasetFormatError
 from cgdmae.data.readers import (
     read_classification_csv,
     read_image_folder,
@@ -16,7 +24,6 @@ from cgdmae.data.readers import (
 from cgdmae.data.records import (
     ClassificationSplit,
     ClassRecord,
-    DatasetFormatError,
     PoolRecord,
     ReidRecord,
     ReidSplits,
@@ -36,6 +43,8 @@ __all__ = [
     "SegRecord",
     "SegmentationDataset",
     "SegmentationSplit",
+    "SegmentationTransform",
+    "load_mask",
     "load_rgb",
     "read_classification_csv",
     "read_image_folder",

@@ -1,31 +1,61 @@
-"""Torch Datasets over reader records, and the P×K identity sampler for ReID batches."""
+"""Torch Datasets over reader records, a joint image/mask transform, and the P×K sampler.
+
+Image decoding happens here, lazily; a file that fails to decode raises ``DatasetFormatError``
+naming it (the error survives DataLoader workers, see ``DatasetFormatError``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
-from cgdmae.data.records import DatasetFormatError, SegRecord
+from cgdmae.data.errors import DatasetFormatError
+from cgdmae.data.records import SegRecord
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _open_decoded(path: str | Path, what: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: PIL is lazy, a truncated file would fail later
+            return img
+    except FileNotFoundError:
+        raise DatasetFormatError(f"{what} file does not exist", path) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetFormatError(f"corrupt or truncated {what} ({exc})", path) from None
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image as RGB; a truncated or corrupt file raises an error naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DatasetFormatError(f"corrupt or truncated image ({exc})", path) from None
+    """Decode an image fully as RGB; a missing, truncated or corrupt file names its path."""
+    return _open_decoded(path, "image").convert("RGB")
+
+
+def load_mask(path: str | Path) -> Image.Image:
+    """Decode a class-id mask; it must be 8-bit single-channel (L or P, ids kept as stored)."""
+    mask = _open_decoded(path, "mask")
+    if mask.mode not in ("L", "P"):
+        raise DatasetFormatError(f"mask mode is {mask.mode}, expected 8-bit L or P", path)
+    return mask
 
 
 class ImageDataset(Dataset):
-    """Any record list with a ``path``: returns the image and the record's integer fields."""
+    """Any record list with a ``path``: the image tensor plus the record's integer fields.
+
+    Items are dicts: ``image`` (the transform's output, or a float CHW tensor in [0, 1]),
+    ``index``, and e.g. ``pid``, ``camid``, ``label``, ``color``, ``type`` for ReID records or
+    ``label`` for classification records, so one collate works for every task.
+    """
 
     def __init__(self, records: Sequence[Any], transform: Callable | None = None):
         self.records = list(records)
@@ -37,14 +67,56 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         image = load_rgb(record.path)
-        item = {k: v for k, v in asdict(record).items() if isinstance(v, int)}
-        item["image"] = self.transform(image) if self.transform else image
+        item: dict[str, Any] = {
+            f.name: getattr(record, f.name)
+            for f in fields(record)
+            if isinstance(getattr(record, f.name), int)
+        }
+        item["image"] = self.transform(image) if self.transform else TF.to_tensor(image)
         item["index"] = index
         return item
 
 
+class SegmentationTransform:
+    """The same geometry on image and mask: random resized crop + flip when training.
+
+    The image is resized bilinearly and normalised; the mask is resized with nearest
+    neighbour so class ids (and 255 = ignore) stay exact. Randomness comes from torch's
+    global generator, which the DataLoader seeds per worker.
+    """
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        train: bool,
+        scale: tuple[float, float] = (0.5, 1.0),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        self.size, self.train, self.scale = list(size), train, scale
+        self.mean, self.std = list(mean), list(std)
+
+    def __call__(self, image: Image.Image, mask: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.train:
+            top, left, h, w = RandomResizedCrop.get_params(image, list(self.scale), [3 / 4, 4 / 3])
+            image = TF.resized_crop(image, top, left, h, w, self.size, InterpolationMode.BILINEAR)
+            mask = TF.resized_crop(mask, top, left, h, w, self.size, InterpolationMode.NEAREST)
+            if torch.rand(()) < 0.5:
+                image, mask = TF.hflip(image), TF.hflip(mask)
+        else:
+            image = TF.resize(image, self.size, InterpolationMode.BILINEAR)
+            mask = TF.resize(mask, self.size, InterpolationMode.NEAREST)
+        tensor = TF.normalize(TF.to_tensor(image), self.mean, self.std)
+        return tensor, torch.from_numpy(np.array(mask, dtype=np.int64))
+
+
 class SegmentationDataset(Dataset):
-    """Image and mask pairs; ``transform(image, mask)`` applies the same geometry to both."""
+    """Image/mask pairs as ``{"image", "mask", "index"}``; ``mask`` is int64 [H, W].
+
+    ``transform(image, mask)`` takes both PIL images and returns both tensors, so flips and
+    crops hit both alike (see ``SegmentationTransform``). Without one, the image becomes a
+    float tensor in [0, 1] at its own size.
+    """
 
     def __init__(self, records: Sequence[SegRecord], transform: Callable | None = None):
         self.records = list(records)
@@ -55,33 +127,34 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        image = load_rgb(record.image)
-        try:
-            with Image.open(record.mask) as m:
-                mask = np.array(m)
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise DatasetFormatError(f"corrupt or truncated mask ({exc})", record.mask) from None
-        if mask.shape != (image.height, image.width):
+        image, mask = load_rgb(record.image), load_mask(record.mask)
+        if mask.size != image.size:
             raise DatasetFormatError(
-                f"mask shape {mask.shape} differs from its image {record.image} "
-                f"of shape {(image.height, image.width)}",
+                f"mask size {mask.size} (w, h) differs from image {record.image} "
+                f"of size {image.size}",
                 record.mask,
             )
         if self.transform:
-            image, mask = self.transform(image, mask)
+            image_tensor, mask_tensor = self.transform(image, mask)
         else:
-            mask = torch.from_numpy(mask.astype(np.int64))
-        return {"image": image, "mask": mask, "index": index}
+            image_tensor = TF.to_tensor(image)
+            mask_tensor = torch.from_numpy(np.array(mask, dtype=np.int64))
+        return {"image": image_tensor, "mask": mask_tensor, "index": index}
 
 
 class RandomIdentitySampler(Sampler[int]):
-    """P identities × K images per batch (BoT's PK sampler), reshuffled each epoch.
+    """P identities × K images per batch (BoT's PK sampler), reshuffled by ``set_epoch``.
 
-    Identities with fewer than K images are sampled with replacement. The order is a
-    function of (seed, epoch), so a resumed fine-tuning run sees the same batches.
+    Use with ``DataLoader(batch_size=p * k, sampler=..., drop_last=True)``. Each epoch splits
+    every identity's images into chunks of K (an identity with fewer than K images is drawn
+    with replacement; a leftover short chunk is dropped), then fills batches with chunks of P
+    distinct identities until fewer than P identities have chunks left. The order is a pure
+    function of (seed, epoch), so a resumed run sees the same batches.
     """
 
     def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0):
+        if p < 1 or k < 1:
+            raise ValueError(f"PK sampler needs p >= 1 and k >= 1, got p={p}, k={k}")
         self.by_pid: dict[int, list[int]] = {}
         for index, pid in enumerate(pids):
             self.by_pid.setdefault(int(pid), []).append(index)
@@ -90,11 +163,15 @@ class RandomIdentitySampler(Sampler[int]):
                 f"PK sampler needs at least P={p} identities, the data has {len(self.by_pid)}"
             )
         self.p, self.k, self.seed, self.epoch = p, k, seed, 0
+        self._cached: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _batches(self) -> list[list[int]]:
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches, each P×K dataset indices (K consecutive per identity)."""
+        if self._cached is not None and self._cached[0] == self.epoch:
+            return self._cached[1]
         rng = np.random.default_rng([self.seed, self.epoch])
         chunks: dict[int, list[list[int]]] = {}
         for pid, items in self.by_pid.items():
@@ -113,11 +190,12 @@ class RandomIdentitySampler(Sampler[int]):
                 if not chunks[pid]:
                     available.remove(pid)
             batches.append(batch)
+        self._cached = (self.epoch, batches)
         return batches
 
     def __iter__(self) -> Iterator[int]:
-        for batch in self._batches():
+        for batch in self.batches():
             yield from batch
 
     def __len__(self) -> int:
-        return len(self._batches()) * self.p * self.k
+        return len(self.batches()) * self.p * self.k

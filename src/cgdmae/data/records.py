@@ -1,4 +1,7 @@
-"""Typed records the readers return and the torch Datasets wrap."""
+"""Typed records the readers return and the torch Datasets wrap.
+
+Integer attributes use -1 for "not known", so a record list can be batched without None.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class DatasetFormatError(ValueError):
-    """A dataset on disk does not have the layout its reader expects; names file and line."""
-
-    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
-        self.path = Path(path) if path is not None else None
-        self.line = line
-        where = f"{path}:{line}: " if line is not None else f"{path}: " if path is not None else ""
-        super().__init__(where + message)
-
-
 @dataclass(frozen=True)
 class ReidRecord:
-    """One ReID image. ``pid`` is the dataset's id; ``label`` the 0-based train class."""
+    """One ReID image.
+
+    ``pid`` is the dataset's own vehicle/person id; ``label`` is the 0-based class index that
+    train splits get for the classification loss (-1 elsewhere). ``camid`` is 0-based where
+    the dataset numbers cameras from 1. ``color``, ``type`` and ``model`` are 0-based ids.
+    """
 
     path: Path
     pid: int
@@ -27,13 +25,18 @@ class ReidRecord:
     frame: int = -1
     color: int = -1
     type: int = -1
+    model: int = -1
 
 
 @dataclass(frozen=True)
 class ReidSplits:
+    """Train, query and gallery of a ReID dataset, and its attribute names where it has them."""
+
     train: list[ReidRecord]
     query: list[ReidRecord]
     gallery: list[ReidRecord]
+    color_names: list[str] = field(default_factory=list)
+    type_names: list[str] = field(default_factory=list)
 
     @property
     def num_train_ids(self) -> int:
@@ -66,7 +69,7 @@ class SegmentationSplit:
 
 @dataclass(frozen=True)
 class PoolRecord:
-    """An unlabeled pre-training image, its caption, and hidden labels where known."""
+    """An unlabeled pre-training image, its caption, and the hidden labels where known."""
 
     path: Path
     caption: str = ""

@@ -36,6 +36,10 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
-def save_encoder(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
-    """``{'model': encoder}``: timm's filter and MAE's ``main_finetune.py`` both unwrap 'model'."""
-    atomic_save({"model": state_dict}, path)
+def save_encoder(model: nn.Module | dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write ``{'model': encoder}``: timm's filter and MAE's ``main_finetune.py`` unwrap 'model'.
+
+    ``model`` is a MAE (its encoder is extracted) or an encoder state dict already extracted.
+    """
+    encoder = encoder_state_dict(model) if isinstance(model, nn.Module) else model
+    atomic_save({"model": encoder}, path)

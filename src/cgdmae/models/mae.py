@@ -52,6 +52,8 @@ class MaskedAutoencoderViT(nn.Module):
             raise ValueError(
                 f"mask_strategy must be one of {MASK_STRATEGIES}, got {mask_strategy!r}"
             )
+        _check_dims(img_size, patch_size, embed_dim, num_heads, "encoder")
+        _check_dims(img_size, patch_size, decoder_embed_dim, decoder_num_heads, "decoder")
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.patch_size = patch_size
@@ -195,6 +197,19 @@ class MaskedAutoencoderViT(nn.Module):
         return self.forward_loss(imgs, pred, mask), pred, mask
 
 
+def _check_dims(
+    img_size: int | tuple[int, int], patch_size: int, dim: int, heads: int, part: str
+) -> None:
+    """Shape errors a config can cause, caught here rather than deep inside a reshape."""
+    sizes = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if any(s % patch_size for s in sizes):
+        raise ValueError(f"img_size {sizes} is not divisible by patch_size {patch_size}")
+    if dim % heads:
+        raise ValueError(f"{part} width {dim} is not divisible by its {heads} heads")
+    if dim % 4:
+        raise ValueError(f"{part} width {dim} must be divisible by 4 (2-D sin-cos positions)")
+
+
 def _init_module(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
@@ -238,8 +253,8 @@ def create_mae(
 
 
 def mae_vit_tiny_patch16(**kw) -> MaskedAutoencoderViT:
-    """MAE-Lite's tiny: ViT-Ti/16 with a 96-dim, 1-block, 3-head decoder."""
-    kw = {"decoder_dim": 96, "decoder_depth": 1, "decoder_heads": 3, **kw}
+    """MAE-Lite's tiny: ViT-Ti/16 with 12 heads (not 3) and a 96-dim, 1-block, 3-head decoder."""
+    kw = {"num_heads": 12, "decoder_dim": 96, "decoder_depth": 1, "decoder_heads": 3, **kw}
     return create_mae("tiny", patch_size=16, **kw)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 MASK_STRATEGIES = ("random", "block")
+BEIT_GRID_PATCHES = 14 * 14
 
 
 def num_visible(num_patches: int, mask_ratio: float) -> int:
@@ -27,33 +28,35 @@ def block_mask(
 ) -> np.ndarray:
     """A boolean (h, w) mask of exactly ``num_masked`` patches made of rectangular blocks.
 
-    BEiT's recipe: blocks of at least ``min_block`` patches (fewer on small grids) with aspect
-    ratio in [0.3, 1/0.3] are placed until the target is reached; a last partial block, then
-    single random patches, make the count exact.
+    BEiT's recipe: blocks of at least ``min_block`` patches with aspect ratio in [0.3, 1/0.3]
+    are placed until the target is reached; a last smaller block, then single random patches,
+    make the count exact. ``min_block`` is meant for BEiT's 14x14 grid and shrinks in proportion
+    on smaller grids.
     """
     h, w = grid
     total = h * w
-    min_block = max(1, min(min_block, total // 16 or 1))
+    if not 0 <= num_masked <= total:
+        raise ValueError(f"cannot mask {num_masked} of {total} patches")
+    min_block = max(1, min(min_block, round(min_block * total / BEIT_GRID_PATCHES)))
     mask = np.zeros((h, w), dtype=bool)
     log_aspect = (math.log(0.3), math.log(1 / 0.3))
+    remaining = num_masked
     for _ in range(10 * total):
-        remaining = num_masked - int(mask.sum())
         if remaining <= 0:
             break
-        area = rng.uniform(min_block, max(min_block, remaining))
+        area = rng.uniform(min(min_block, remaining), remaining)
         aspect = math.exp(rng.uniform(*log_aspect))
         bh = int(round(math.sqrt(area * aspect)))
         bw = int(round(math.sqrt(area / aspect)))
         if not (1 <= bh <= h and 1 <= bw <= w):
             continue
         top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
-        block = np.zeros_like(mask)
-        block[top : top + bh, left : left + bw] = True
-        new = block & ~mask
-        if 0 < new.sum() <= remaining:
-            mask |= new
+        block = mask[top : top + bh, left : left + bw]
+        newly_masked = bh * bw - int(block.sum())
+        if 0 < newly_masked <= remaining:
+            block[:] = True
+            remaining -= newly_masked
     flat = mask.reshape(-1)
-    remaining = num_masked - int(flat.sum())
     if remaining > 0:  # top up with random single patches
         flat[rng.choice(np.flatnonzero(~flat), remaining, replace=False)] = True
     return flat.reshape(h, w)
@@ -63,7 +66,7 @@ def block_mask_noise(
     batch: int,
     grid: tuple[int, int],
     mask_ratio: float,
-    device=None,
+    device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Noise whose argsort lists each sample's unmasked patches first (block-wise masks)."""

@@ -1,31 +1,91 @@
-"""Checkpoint state: RNG capture and restore, and the comparison that guards a resume."""
+"""Checkpoint files and the state that makes a resume exact.
+
+Every file the engine writes goes through :func:`atomic_write`: a job killed mid-write leaves
+the previous file (or none), never a truncated one that looks complete. The RNG capture covers
+every generator a training step may draw from, so a resumed run continues the same random
+stream (masking noise, dropout) as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
+import os
 import random
-from typing import Any
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
 
+# what the engine writes and needs back to resume (see cgdmae.pretrain.engine)
+REQUIRED_KEYS = (
+    *("model", "method", "optimizer", "config", "train_config", "rng_ranks"),
+    *("epoch", "batch_in_epoch", "step", "samples_seen", "epoch_sums", "log_rows"),
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read or lacks a key the engine needs to resume."""
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write`` on a temp file in ``path``'s directory, fsync it, then rename it over ``path``.
+
+    The rename is atomic on POSIX file systems and the fsync makes the data durable before it,
+    so after a crash ``path`` holds either the old or the new content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, naming the file in every error.
+
+    ``weights_only=False`` because the RNG states hold NumPy arrays and Python tuples; only
+    checkpoints this pipeline wrote are loaded.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc})") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint dict")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: missing key(s) {', '.join(missing)}")
+    return state
+
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG a training step may draw from (masking noise, dropout, Python, NumPy)."""
-    state = {
+    """Every RNG a training step may draw from: Python, NumPy, torch CPU and CUDA."""
+    return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -35,15 +95,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def config_differences(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
-    """Dotted keys whose values differ between two nested config snapshots."""
-    if saved is None or current is None:
-        return []
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: saved -> current`` for each dotted key whose value differs between two configs."""
     diffs = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{key}.{sub}" for sub in config_differences(a, b)]
-        elif a != b:
-            diffs.append(key)
+    for key in sorted(set(saved) | set(current), key=str):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs += [f"{key}.{sub}" for sub in config_differences(old, new)]
+        elif old != new:
+            diffs.append(f"{key}: {old!r} -> {new!r}")
     return diffs

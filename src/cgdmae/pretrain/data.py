@@ -1,8 +1,14 @@
 """Pre-training data: MAE's augmentation, reproducible per (seed, epoch, index), and cached views.
 
 Every random draw comes from a generator seeded by (seed, epoch, index), so a sample does not
-depend on worker count or on where a resumed run restarts. With cached teacher targets, the
-loader picks one of the K precomputed views and applies exactly the crop the teacher saw.
+depend on worker count or on where a resumed run restarts (``set_epoch`` must reach the copy
+of the dataset that the workers hold, i.e. no persistent workers across epochs).
+
+Teacher inputs: with cached targets, the loader picks one of the K precomputed views, applies
+exactly the crop the teacher saw and returns its embedding as ``teacher_embed``. Online, no
+second image is returned: the method undoes the ImageNet normalisation of ``image`` (the crop
+in [0, 1], up to float rounding) and the teacher resizes it to its own input size, which is
+also what the cache was computed from, so both modes give the teacher the same pixels.
 """
 
 from __future__ import annotations
@@ -102,11 +108,24 @@ class TeacherTargets:
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherTargets:
+        """Read a cache written by ``cache_teacher_targets``; a malformed one names the file."""
         try:
-            data = torch.load(path, map_location="cpu", weights_only=False)
-            return cls(list(data["paths"]), data["crops"], data["embeds"])
-        except (OSError, KeyError, RuntimeError) as exc:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            targets = cls(list(data["paths"]), data["crops"], data["embeds"])
+        except (OSError, KeyError, TypeError, RuntimeError, EOFError) as exc:
             raise DatasetFormatError(f"not a readable teacher-target cache ({exc})", path) from None
+        n = len(targets.paths)
+        if targets.crops.ndim != 3 or targets.crops.shape[0] != n or targets.crops.shape[2] != 5:
+            raise DatasetFormatError(
+                f"'crops' has shape {tuple(targets.crops.shape)}, expected [{n}, views, 5]", path
+            )
+        if targets.embeds.ndim != 3 or targets.embeds.shape[:2] != targets.crops.shape[:2]:
+            raise DatasetFormatError(
+                f"'embeds' has shape {tuple(targets.embeds.shape)}, expected "
+                f"[{n}, {targets.crops.shape[1]}, dim]",
+                path,
+            )
+        return targets
 
 
 class PretrainDataset(Dataset):
@@ -129,7 +148,7 @@ class PretrainDataset(Dataset):
             hflip,
             seed,
         )
-        self.targets = targets
+        self.targets, self.targets_file = targets, targets_file
         self.epoch = 0
         if targets is not None:
             self._check_targets(targets, targets_file)
@@ -159,6 +178,12 @@ class PretrainDataset(Dataset):
         if self.targets is not None:
             view = int(rng.integers(self.targets.crops.shape[1]))
             top, left, height, width, flip = (int(v) for v in self.targets.crops[index, view])
+            if top < 0 or left < 0 or top + height > image.height or left + width > image.width:
+                raise DatasetFormatError(
+                    f"cached crop (top {top}, left {left}, {height}x{width}) of image {index} "
+                    f"view {view} lies outside {self.paths[index]} ({image.height}x{image.width})",
+                    self.targets_file,
+                )
             crop = Crop(top, left, height, width, bool(flip))
             item["teacher_embed"] = self.targets.embeds[index, view].float()
         else:

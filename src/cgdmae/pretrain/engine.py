@@ -1,39 +1,67 @@
 """The pre-training loop shared by every method: MAE's recipe, resumable and preemption-safe.
 
-Recipe (facebookresearch/mae ``main_pretrain.py``): AdamW (0.9, 0.95) without decay on biases
-and norms, lr = blr × effective batch / 256, per-step linear warmup then half-cycle cosine
-(timm's scheduler), gradient accumulation; bf16 autocast and fused AdamW on CUDA.
+Recipe (facebookresearch/mae ``main_pretrain.py`` and ``engine_pretrain.py``): AdamW with betas
+(0.9, 0.95) and no weight decay on biases and 1-D parameters (timm's param groups);
+lr = blr × effective batch / 256; per optimizer step, linear warmup then half-cycle cosine to
+``min_lr`` (timm's ``CosineLRScheduler``, which matches MAE's ``adjust_learning_rate`` when
+given the warmup and cosine lengths in fractional steps); gradient accumulation with DDP's
+``no_sync`` on the micro-batches that do not step. bf16 autocast and fused AdamW on CUDA.
 
 Resume is exact: the sample order is a function of (seed, epoch), datasets derive their
-augmentation from (seed, epoch, index), and the RNG state is checkpointed, so an interrupted
-then resumed CPU run ends bit-identical to an uninterrupted one.
+augmentation from (seed, epoch, index), the checkpoint holds each rank's RNG state and the
+position within the epoch, so on CPU an interrupted then resumed run ends bit-identical to an
+uninterrupted one.
+
+Preemption: on SIGTERM the loop finishes the current optimizer step, writes a checkpoint and
+raises :class:`Preempted`; the workflow script turns it into exit status ``EXIT_PREEMPTED``
+(75, EX_TEMPFAIL) so the scheduler retries the job, which then resumes. torchrun gives its
+workers 30 s after forwarding SIGTERM, so a step must take less than that.
+
+Checkpoint ``epoch`` counts completed epochs (the 0-based epoch to continue with) and
+``batch_in_epoch`` the micro-batches of that epoch already trained; ``log.csv`` numbers epochs
+from 1.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
-import os
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from cgdmae.models import atomic_save, save_encoder
-from cgdmae.pretrain.checkpoint import config_differences, rng_state, seed_everything, set_rng_state
-from cgdmae.pretrain.distributed import DistEnv, any_rank, init_distributed, mean_over_ranks
-from cgdmae.pretrain.methods.base import PretrainMethod
+from cgdmae.pretrain.checkpoint import (
+    atomic_write,
+    config_differences,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from cgdmae.pretrain.distributed import (
+    EpochShardSampler,
+    any_rank,
+    barrier,
+    gather_objects,
+    init_distributed,
+    mean_over_ranks,
+)
+
+if TYPE_CHECKING:
+    from cgdmae.pretrain.methods.base import PretrainMethod
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +69,13 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again", which is what a retry after SIG
 CHECKPOINT = "checkpoint.pth"
 ENCODER = "encoder.pth"
 LOG_CSV = "log.csv"
+PRECISIONS = ("auto", "bf16", "fp32")
+# TrainConfig fields that may change between a run and its resume without changing the result
+FREE_ON_RESUME = ("save_every", "num_workers", "compile", "device")
 
 
 class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint was written and the job should be retried to resume."""
+    """SIGTERM arrived; a checkpoint was written and a retried job resumes from it."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,15 +83,15 @@ class NonFiniteLossError(RuntimeError):
 
 
 class ResumeMismatchError(RuntimeError):
-    """A checkpoint exists in the output directory but was written under another config."""
+    """The output directory holds a checkpoint written under a different configuration."""
 
 
 @dataclass
 class TrainConfig:
     epochs: int
-    batch_size: int
+    batch_size: int  # per GPU (per process)
     blr: float = 1.5e-4
-    lr: float | None = None
+    lr: float | None = None  # absolute lr; overrides blr when set
     min_lr: float = 0.0
     warmup_epochs: float = 0.0
     weight_decay: float = 0.05
@@ -74,6 +105,27 @@ class TrainConfig:
     clip_grad: float | None = None
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        minimums = {
+            "epochs": 0,
+            "num_workers": 0,
+            "batch_size": 1,
+            "accum_iter": 1,
+            "save_every": 1,
+        }
+        for name, minimum in minimums.items():
+            if getattr(self, name) < minimum:
+                raise ValueError(
+                    f"TrainConfig.{name} must be >= {minimum}, got {getattr(self, name)}"
+                )
+        if self.warmup_epochs < 0:
+            raise ValueError(f"TrainConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        self.betas = tuple(self.betas)
+
 
 @dataclass
 class TrainResult:
@@ -83,50 +135,21 @@ class TrainResult:
     out_dir: Path
 
 
-class EpochSampler(Sampler[int]):
-    """This rank's share of a (seed, epoch)-seeded permutation, whole batches, from a batch on."""
+@dataclass
+class Progress:
+    """Where training stands; saved in the checkpoint so a resume continues from there."""
 
-    def __init__(self, n: int, batch_size: int, env: DistEnv, seed: int):
-        self.n, self.batch_size, self.env, self.seed = n, batch_size, env, seed
-        self.epoch, self.skip_batches = 0, 0
-
-    def batches_per_epoch(self) -> int:
-        return (self.n // self.env.world_size) // self.batch_size
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.n, generator=generator)[self.env.rank :: self.env.world_size]
-        order = order[: self.batches_per_epoch() * self.batch_size]
-        return iter(order[self.skip_batches * self.batch_size :].tolist())
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch() - self.skip_batches) * self.batch_size
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    samples_seen: int = 0
+    # sums over the running epoch's micro-batches of each logged value (mean over ranks)
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    log_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _SigtermFlag:
-    """Records SIGTERM instead of dying, so the loop can checkpoint at the next step."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self.previous = None
-
-    def __enter__(self) -> _SigtermFlag:
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        log.warning("SIGTERM received: checkpointing at the next step")
-        self.raised = True
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-def effective_lr(cfg: TrainConfig, world_size: int) -> float:
+def peak_lr(cfg: TrainConfig, world_size: int) -> float:
+    """MAE's linear scaling rule: blr × effective batch / 256, unless an absolute lr is given."""
     if cfg.lr is not None:
         return cfg.lr
     return cfg.blr * cfg.batch_size * cfg.accum_iter * world_size / 256
@@ -135,12 +158,12 @@ def effective_lr(cfg: TrainConfig, world_size: int) -> float:
 def make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> CosineLRScheduler:
-    """Per-step linear warmup from 0, then half-cycle cosine to min_lr (MAE's schedule)."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    """MAE's schedule in optimizer steps; fractional lengths keep a fractional warmup exact."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
     return CosineLRScheduler(
         optimizer,
-        t_initial=max(1, total - warmup),
+        t_initial=max(total - warmup, 1),  # warmup >= epochs: the cosine is never reached
         lr_min=cfg.min_lr,
         warmup_t=warmup,
         warmup_lr_init=0.0,
@@ -150,18 +173,28 @@ def make_scheduler(
     )
 
 
-def mae_lr(step: int, cfg: TrainConfig, steps_per_epoch: int, base_lr: float) -> float:
-    """MAE's ``adjust_learning_rate`` in fractional epochs, the reference for the scheduler."""
-    epoch = step / steps_per_epoch
-    if epoch < cfg.warmup_epochs:
-        return base_lr * epoch / cfg.warmup_epochs
-    progress = (epoch - cfg.warmup_epochs) / (cfg.epochs - cfg.warmup_epochs)
-    return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def build_optimizer(
+    method: PretrainMethod, cfg: TrainConfig, lr: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW over trainable parameters, biases and 1-D parameters (norms) without decay."""
+    for name, param in method.named_parameters():
+        if name.startswith(method.frozen_prefixes) and param.requires_grad:
+            raise ValueError(
+                f"{type(method).__name__}.{name} is under a frozen prefix but requires grad"
+            )
+    groups = param_groups_weight_decay(method, cfg.weight_decay)  # skips requires_grad=False
+    return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=device.type == "cuda")
 
 
-def _autocast(env: DistEnv, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and env.device.type == "cuda")
-    return torch.autocast(device_type=env.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+def _method_state(method: PretrainMethod) -> dict[str, torch.Tensor]:
+    """The method's own state: not the MAE (saved as 'model'), not frozen weights from elsewhere."""
+    skip = ("model.", *method.frozen_prefixes)
+    return {k: v for k, v in method.state_dict().items() if not k.startswith(skip)}
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -170,43 +203,260 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def _method_state(method: PretrainMethod) -> dict[str, torch.Tensor]:
-    """Everything but the MAE model (saved as 'model') and frozen weights that come from elsewhere."""
-    skip = ("model.", *method.frozen_prefixes)
-    return {k: v for k, v in method.state_dict().items() if not k.startswith(skip)}
-
-
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
+    columns = ["epoch", "step"]
     for row in rows:
         columns += [k for k in row if k not in columns]
-    fd, tmp = tempfile.mkstemp(prefix=".log.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns or ["epoch"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def _optimizer(
-    method: PretrainMethod, cfg: TrainConfig, lr: float, env: DistEnv
-) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; frozen teachers must have ``requires_grad=False``."""
-    for name, param in method.named_parameters():
-        if name.startswith(method.frozen_prefixes) and param.requires_grad:
-            raise ValueError(f"{name} is under a frozen prefix but requires grad")
-    # timm's helper skips frozen params and exempts biases and 1-D params (norms) from decay
-    groups = param_groups_weight_decay(method, cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=env.device.type == "cuda")
+class _SigtermFlag:
+    """Records SIGTERM instead of dying, so the loop can checkpoint at the next step."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self.previous: Any = None
+
+    def __enter__(self) -> _SigtermFlag:
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: the caller handles signals
+            self.previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM received: checkpointing after the current step")
+        self.raised = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
-def _load_method_state(method: PretrainMethod, saved: dict[str, torch.Tensor], path: Path) -> None:
-    expected = set(_method_state(method))
-    if set(saved) != expected:
-        raise ResumeMismatchError(
-            f"{path} holds method state {sorted(saved)} but {method.name} expects {sorted(expected)}"
+class _Run:
+    """One call of :func:`train`: the objects a step needs and the progress to checkpoint."""
+
+    def __init__(
+        self,
+        method: PretrainMethod,
+        dataset: Dataset,
+        cfg: TrainConfig,
+        out_dir: Path,
+        config_snapshot: dict[str, Any] | None,
+    ) -> None:
+        self.env = init_distributed(cfg.device)
+        self.method, self.dataset, self.cfg, self.out_dir = method, dataset, cfg, out_dir
+        self.config_snapshot = config_snapshot
+        self.checkpoint_path = out_dir / CHECKPOINT
+        self.sampler = EpochShardSampler(
+            len(dataset), cfg.batch_size, cfg.accum_iter, self.env, cfg.seed
         )
-    method.load_state_dict(saved, strict=False)
+        if cfg.epochs > 0 and self.sampler.steps_per_epoch == 0:
+            needed = cfg.batch_size * cfg.accum_iter * self.env.world_size
+            raise ValueError(
+                f"one optimizer step needs batch_size × accum_iter × processes = {needed} images, "
+                f"the dataset has {len(dataset)}"
+            )
+        method.to(self.env.device)
+        self.optimizer = build_optimizer(
+            method, cfg, peak_lr(cfg, self.env.world_size), self.env.device
+        )
+        self.scheduler = make_scheduler(self.optimizer, cfg, self.sampler.steps_per_epoch)
+        self.progress = Progress()
+        seed_everything(cfg.seed + self.env.rank)  # distinct masking noise on each rank
+        if self.checkpoint_path.exists():
+            self._resume()
+        self.step_module: torch.nn.Module = method
+        if self.env.distributed:
+            cuda = self.env.device.type == "cuda"
+            self.step_module = torch.nn.parallel.DistributedDataParallel(
+                method, device_ids=[self.env.local_rank] if cuda else None
+            )
+        if cfg.compile:
+            self.step_module = torch.compile(self.step_module)
+
+    def _train_config(self) -> dict[str, Any]:
+        return {**asdict(self.cfg), "world_size": self.env.world_size}
+
+    def _resume(self) -> None:
+        saved = load_checkpoint(self.checkpoint_path)
+
+        def binding(train_config: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in train_config.items() if k not in FREE_ON_RESUME}
+
+        diffs = config_differences(binding(saved["train_config"]), binding(self._train_config()))
+        diffs += config_differences(saved["config"] or {}, self.config_snapshot or {})
+        if diffs:
+            raise ResumeMismatchError(
+                f"{self.checkpoint_path} was written under another configuration "
+                f"({'; '.join(diffs)}); restore that configuration, or move the checkpoint "
+                "away to start over"
+            )
+        self.method.model.load_state_dict(saved["model"])
+        expected = set(_method_state(self.method))
+        if set(saved["method"]) != expected:
+            raise ResumeMismatchError(
+                f"{self.checkpoint_path}: 'method' holds {sorted(saved['method'])}, "
+                f"{type(self.method).__name__} expects {sorted(expected)}"
+            )
+        self.method.load_state_dict(saved["method"], strict=False)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.progress = Progress(**{f.name: saved[f.name] for f in fields(Progress)})
+        self.scheduler.step_update(self.progress.step)
+        set_rng_state(saved["rng_ranks"][self.env.rank])
+        log.info(
+            "resumed from %s: %d epoch(s) and %d micro-batch(es) done, step %d",
+            self.checkpoint_path,
+            self.progress.epoch,
+            self.progress.batch_in_epoch,
+            self.progress.step,
+        )
+
+    def save(self) -> None:
+        """Checkpoint the current progress (a collective: every rank calls it, rank 0 writes)."""
+        rng_ranks = gather_objects(rng_state(), self.env)
+        if self.env.is_main:
+            save_checkpoint(
+                {
+                    "model": self.method.model.state_dict(),
+                    "method": _method_state(self.method),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": None,  # bf16 autocast needs no loss scaling
+                    **asdict(self.progress),
+                    "rng": rng_ranks[0],
+                    "rng_ranks": rng_ranks,
+                    "config": self.config_snapshot,
+                    "train_config": self._train_config(),
+                },
+                self.checkpoint_path,
+            )
+        barrier(self.env)  # no rank exits (and lets torchrun kill rank 0) before the write
+
+    def _mean_sums(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {k: float(v) for k, v in mean_over_ranks(sums, self.env).items()}
+
+    def train_epoch(self, epoch: int, sigterm: _SigtermFlag) -> None:
+        cfg, env, progress = self.cfg, self.env, self.progress
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, skip_batches=progress.batch_in_epoch)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=env.device.type == "cuda",
+            drop_last=True,
+            # worker seeds from (seed, epoch, rank), drawn without advancing the global RNG
+            generator=torch.Generator().manual_seed(
+                int(np.random.SeedSequence([cfg.seed, epoch, env.rank]).generate_state(1)[0])
+            ),
+        )
+        total_steps = cfg.epochs * self.sampler.steps_per_epoch
+        images_per_batch = cfg.batch_size * env.world_size
+        # running sums of the logged values, continued from the checkpoint on a mid-epoch resume
+        zero = torch.zeros((), dtype=torch.float64, device=env.device)
+        sums = {k: zero + v for k, v in progress.epoch_sums.items()}
+        started, images = time.perf_counter(), 0
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=None if env.is_main else True,
+            leave=False,
+        )
+        self.step_module.train()
+        for batch in bar:
+            steps_now = (progress.batch_in_epoch + 1) % cfg.accum_iter == 0
+            no_sync = env.distributed and not steps_now
+            with self.step_module.no_sync() if no_sync else nullcontext():
+                with _autocast(env.device, cfg.precision):
+                    terms = self.step_module(_to_device(batch, env.device))
+                loss_value = terms["loss"].item()
+                if not math.isfinite(loss_value):
+                    self._raise_non_finite(epoch, terms)
+                (terms["loss"] / cfg.accum_iter).backward()
+            sums["lr"] = sums.get("lr", zero) + self.optimizer.param_groups[0]["lr"]
+            for k, v in terms.items():
+                sums[k] = sums.get(k, zero) + v.detach().double()
+            progress.batch_in_epoch += 1
+            images += images_per_batch
+            if not steps_now:
+                continue
+            if cfg.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.clip_grad)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            progress.step += 1
+            progress.samples_seen += images_per_batch * cfg.accum_iter
+            self.scheduler.step_update(progress.step)
+            self.method.on_step_end(progress.step, total_steps)
+            rate = images / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}", refresh=False)
+            last_step = progress.batch_in_epoch == self.sampler.batches_per_epoch
+            if not last_step and any_rank(sigterm.raised, env):
+                progress.epoch_sums = self._mean_sums(sums)
+                self.save()
+                raise Preempted(
+                    f"SIGTERM: checkpointed epoch {epoch + 1}, step {progress.step} "
+                    f"in {self.checkpoint_path}"
+                )
+        self._finish_epoch(epoch, self._mean_sums(sums), images, time.perf_counter() - started)
+
+    def _raise_non_finite(self, epoch: int, terms: dict[str, torch.Tensor]) -> None:
+        values = ", ".join(f"{k}={v.item():.6g}" for k, v in terms.items())
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch + 1}, step {self.progress.step + 1} "
+            f"(micro-batch {self.progress.batch_in_epoch + 1} of the epoch): {values}; "
+            f"the last good checkpoint, {self.checkpoint_path}, is left as it was"
+        )
+
+    def _finish_epoch(
+        self, epoch: int, sums: dict[str, float], images: int, seconds: float
+    ) -> None:
+        progress = self.progress
+        batches = max(progress.batch_in_epoch, 1)
+        lr = sums.pop("lr", 0.0) / batches
+        row = {"epoch": epoch + 1, "step": progress.step}
+        row |= {k: v / batches for k, v in sums.items()}
+        row |= {"lr": lr, "img_per_s": images / max(seconds, 1e-9), "seconds": seconds}
+        progress.log_rows.append(row)
+        progress.epoch, progress.batch_in_epoch, progress.epoch_sums = epoch + 1, 0, {}
+        log.info(
+            "epoch %d/%d: %s",
+            epoch + 1,
+            self.cfg.epochs,
+            ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"),
+        )
+        if self.env.is_main:
+            _write_log(self.out_dir / LOG_CSV, progress.log_rows)
+        if (epoch + 1) % self.cfg.save_every == 0 or epoch + 1 == self.cfg.epochs:
+            self.save()
+
+    def run(self) -> TrainResult:
+        cfg, progress = self.cfg, self.progress
+        with _SigtermFlag() as sigterm:
+            for epoch in range(progress.epoch, cfg.epochs):
+                self.train_epoch(epoch, sigterm)
+                more = epoch + 1 < cfg.epochs
+                if more and any_rank(sigterm.raised, self.env):
+                    if (epoch + 1) % cfg.save_every:
+                        self.save()
+                    raise Preempted(
+                        f"SIGTERM: checkpointed the end of epoch {epoch + 1} in "
+                        f"{self.checkpoint_path}"
+                    )
+        if cfg.epochs == 0:
+            self.save()
+        if self.env.is_main:
+            _write_log(self.out_dir / LOG_CSV, progress.log_rows)
+            encoder = {"model": self.method.encoder_state_dict()}
+            atomic_write(self.out_dir / ENCODER, lambda f: torch.save(encoder, f))
+        final_loss = progress.log_rows[-1].get("loss") if progress.log_rows else None
+        return TrainResult(progress.epoch, progress.step, final_loss, self.out_dir)
 
 
 def train(
@@ -216,178 +466,15 @@ def train(
     out_dir: str | Path,
     *,
     config_snapshot: dict[str, Any] | None = None,
-    stop_after_steps: int | None = None,
 ) -> TrainResult:
-    """Train ``method`` on ``dataset`` into ``out_dir`` (checkpoint.pth, log.csv, encoder.pth).
+    """Train ``method`` on ``dataset``, writing checkpoint.pth, log.csv and encoder.pth.
 
-    Resumes from ``out_dir/checkpoint.pth`` when present. ``stop_after_steps`` simulates a
-    preemption after that many optimizer steps (used by tests and the benchmark).
+    Resumes from ``out_dir/checkpoint.pth`` when it exists; ``config_snapshot`` (the run's
+    resolved config) is stored in the checkpoint and must match on resume. Raises
+    :class:`Preempted` after a SIGTERM checkpoint, :class:`NonFiniteLossError` on a NaN/inf
+    loss and :class:`ResumeMismatchError` when the checkpoint belongs to another configuration.
     """
-    out_dir = Path(out_dir)
-    env = init_distributed(cfg.device)
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed + env.rank)
-    method.to(env.device)
-    sampler = EpochSampler(len(dataset), cfg.batch_size, env, cfg.seed)
-    steps_per_epoch = sampler.batches_per_epoch() // cfg.accum_iter
-    if cfg.epochs > 0 and steps_per_epoch == 0:
-        raise ValueError(
-            f"pre-training needs at least batch_size × accum_iter × GPUs = "
-            f"{cfg.batch_size * cfg.accum_iter * env.world_size} images, the dataset has {len(dataset)}"
-        )
-    base_lr = effective_lr(cfg, env.world_size)
-    optimizer = _optimizer(method, cfg, base_lr, env)
-    scheduler = make_scheduler(optimizer, cfg, max(1, steps_per_epoch))
-    state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "log_rows": [], "epoch_sums": {}}
-
-    checkpoint_path = out_dir / CHECKPOINT
-    if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        diffs = config_differences(saved.get("config"), config_snapshot)
-        if diffs:
-            raise ResumeMismatchError(
-                f"{checkpoint_path} was written with a different config (changed: {', '.join(diffs)}); "
-                "move it away to start over"
-            )
-        method.model.load_state_dict(saved["model"])
-        _load_method_state(method, saved["method"], checkpoint_path)
-        optimizer.load_state_dict(saved["optimizer"])
-        state = {k: saved[k] for k in state}
-        set_rng_state(saved["rng"])
-        log.info(
-            "resumed from %s at epoch %d, step %d", checkpoint_path, state["epoch"], state["step"]
-        )
-
-    model_for_step: torch.nn.Module = method
-    if env.distributed:
-        device_ids = [env.local_rank] if env.device.type == "cuda" else None
-        model_for_step = torch.nn.parallel.DistributedDataParallel(method, device_ids=device_ids)
-    if cfg.compile:
-        model_for_step = torch.compile(model_for_step)
-
-    def save(epoch: int, batch_in_epoch: int) -> None:
-        if not env.is_main:
-            return
-        atomic_save(
-            {
-                "model": method.model.state_dict(),
-                "method": _method_state(method),
-                "optimizer": optimizer.state_dict(),
-                "scaler": None,  # bf16 autocast needs no loss scaling
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
-                "step": state["step"],
-                "log_rows": state["log_rows"],
-                "epoch_sums": state["epoch_sums"],
-                "rng": rng_state(),
-                "config": config_snapshot,
-                "train_config": asdict(cfg),
-            },
-            checkpoint_path,
-        )
-
-    final_loss = None
-    with _SigtermFlag() as sigterm:
-        for epoch in range(state["epoch"], cfg.epochs):
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            sampler.epoch, sampler.skip_batches = epoch, state["batch_in_epoch"]
-            loader = DataLoader(
-                dataset,
-                batch_size=cfg.batch_size,
-                sampler=sampler,
-                num_workers=cfg.num_workers,
-                pin_memory=env.device.type == "cuda",
-                drop_last=True,
-                persistent_workers=False,
-                # its own generator: the global RNG (masking noise) must not see the loader
-                generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
-            )
-            sums: dict[str, float] = dict(state["epoch_sums"]) if state["batch_in_epoch"] else {}
-            started, images = time.perf_counter(), 0
-            bar = tqdm(
-                loader,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=None if env.is_main else True,
-                leave=False,
-            )
-            model_for_step.train()
-            batch_index = state["batch_in_epoch"]
-            for batch in bar:
-                batch = _to_device(batch, env.device)
-                last_micro = (batch_index + 1) % cfg.accum_iter == 0
-                sync_context = (
-                    model_for_step.no_sync()
-                    if env.distributed and not last_micro
-                    else nullcontext()
-                )
-                with sync_context, _autocast(env, cfg.precision):
-                    terms = model_for_step(batch)
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-                    raise NonFiniteLossError(
-                        f"non-finite loss at epoch {epoch}, step {state['step']} ({values}); "
-                        f"stopping with the last good checkpoint {checkpoint_path} untouched"
-                    )
-                with sync_context:
-                    (loss / cfg.accum_iter).backward()
-                batch_index += 1
-                images += batch["image"].shape[0] * env.world_size
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(mean_over_ranks(v.detach().float(), env))
-                sums["_batches"] = sums.get("_batches", 0.0) + 1
-                if last_micro:
-                    if cfg.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state["step"] += 1
-                    scheduler.step_update(state["step"])
-                    method.on_step_end(state["step"], cfg.epochs * steps_per_epoch)
-                    rate = images / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.0f}")
-                    stop = sigterm.raised or (
-                        stop_after_steps is not None and state["step"] >= stop_after_steps
-                    )
-                    if any_rank(stop, env):
-                        state["epoch_sums"] = sums
-                        save(epoch, batch_index)
-                        raise Preempted(
-                            f"preempted at epoch {epoch}, step {state['step']}; checkpoint {checkpoint_path}"
-                        )
-            seconds = time.perf_counter() - started
-            n = max(sums.pop("_batches", 1.0), 1.0)
-            row = {"epoch": epoch + 1, "step": state["step"]}
-            row.update({k: v / n for k, v in sums.items()})
-            row.update(
-                {
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "img_per_s": images / max(seconds, 1e-9),
-                    "seconds": seconds,
-                }
-            )
-            final_loss = row.get("loss")
-            state["log_rows"].append(row)
-            state.update(epoch=epoch + 1, batch_in_epoch=0, epoch_sums={})
-            log.info(
-                "epoch %d/%d: %s",
-                epoch + 1,
-                cfg.epochs,
-                ", ".join(f"{k}={v:.4g}" for k, v in row.items()),
-            )
-            if env.is_main:
-                _write_log(out_dir / LOG_CSV, state["log_rows"])
-            if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
-                save(epoch + 1, 0)
-    if env.is_main:
-        if cfg.epochs == 0 or not checkpoint_path.exists():
-            save(cfg.epochs, 0)
-        if not (out_dir / LOG_CSV).exists():
-            _write_log(out_dir / LOG_CSV, state["log_rows"])
-        save_encoder(method.encoder_state_dict(), out_dir / ENCODER)
-    return TrainResult(state["epoch"], state["step"], final_loss, out_dir)
+    return _Run(method, dataset, cfg, Path(out_dir), config_snapshot).run()
 
 
 def bench_step(
@@ -399,29 +486,38 @@ def bench_step(
     precision: str = "auto",
     compile: bool = False,
 ) -> dict[str, float]:
-    """Training-step throughput on a fixed batch: img/s and ms per step (CUDA-synchronised)."""
+    """Throughput of the training step alone on a fixed batch: img/s and ms per step.
+
+    The same step as :func:`train` (autocast, AdamW, optional ``torch.compile``), timed after
+    ``warmup`` steps with CUDA synchronised, so data loading and logging are left out.
+    """
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=len(next(v for v in batch.values() if torch.is_tensor(v))),
+        precision=precision,
+    )
     env = init_distributed()
     method.to(env.device).train()
-    step_fn: torch.nn.Module = torch.compile(method) if compile else method
-    optimizer = _optimizer(method, TrainConfig(epochs=1, batch_size=1), 1e-4, env)
+    step_module = torch.compile(method) if compile else method
+    optimizer = build_optimizer(method, cfg, 1e-4, env.device)
     batch = _to_device(batch, env.device)
+    cuda = env.device.type == "cuda"
 
     def one_step() -> None:
-        with _autocast(env, precision):
-            loss = step_fn(batch)["loss"]
+        with _autocast(env.device, cfg.precision):
+            loss = step_module(batch)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     for _ in range(warmup):
         one_step()
-    if env.device.type == "cuda":
+    if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         one_step()
-    if env.device.type == "cuda":
+    if cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    n = batch["image"].shape[0]
-    return {"img_per_s": n * steps / elapsed, "step_ms": 1000 * elapsed / steps}
+    return {"img_per_s": cfg.batch_size * steps / elapsed, "step_ms": 1000 * elapsed / steps}

@@ -9,6 +9,7 @@ from cgdmae.data.synth.world import (
     Identity,
     Render,
     Shot,
+    SynthConfigError,
     SynthWorld,
     VehicleModel,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "Camera",
     "Identity",
     "Render",
+    "SynthConfigError",
     "Shot",
     "SynthWorld",
     "VehicleModel",

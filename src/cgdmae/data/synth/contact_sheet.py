@@ -36,9 +36,7 @@ def contact_sheet(
     for start in range(0, len(world.cameras), n_cols):
         cams = range(start, min(start + n_cols, len(world.cameras)))
         tiles = [world.render(pool[c], c, rng, image_size).image for c in cams]
-        rows.append(
-            _row(f"cameras c{start + 1:03d}-c{cams[-1] + 1:03d}", tiles, image_size, n_cols)
-        )
+        rows.append(_row(f"cameras {start + 1} to {cams[-1] + 1}", tiles, image_size, n_cols))
     for t, type_name in enumerate(VERI_TYPES):
         models = [m for m in world.models if m.type == t]
         tiles = []

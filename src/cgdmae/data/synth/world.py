@@ -8,7 +8,7 @@ randomness comes from the ``numpy.random.Generator`` passed in, so a seed fixes 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -56,10 +56,10 @@ COLOR_RGB = np.array(
 GLASS = (58, 72, 92)
 TYRE = (22, 22, 24)
 PLATE_CHARS = string.ascii_uppercase.replace("I", "").replace("O", "") + string.digits
-MODELS_PER_TYPE = 4
+SUPERSAMPLE = 2  # polygons are drawn at this multiple of the target size, then box-filtered
 
 # Base silhouettes per type, in units of the vehicle length: beltline, roof, nose height, hood run,
-# windscreen run, rear-glass run, trunk run, width (front view), wheel radius, cab-only flag.
+# windscreen run, rear-glass run, trunk (or load bed) run, width (front view), wheel radius.
 _TYPE_SHAPES = {
     "sedan": dict(belt=0.20, roof=0.33, nose=0.15, hood=0.27, screen=0.13, rear=0.12, trunk=0.18, width=0.42, wheel=0.075),
     "suv": dict(belt=0.27, roof=0.43, nose=0.22, hood=0.22, screen=0.10, rear=0.04, trunk=0.02, width=0.44, wheel=0.09),
@@ -142,18 +142,25 @@ class Shot:
         )
 
 
+class SynthConfigError(ValueError):
+    """A world, render or writer parameter that cannot produce a sensible dataset."""
+
+
 @dataclass
 class Render:
+    """One picture: RGB image, its part mask (ids index ``PART_CLASSES``) and the viewpoint."""
+
     image: Image.Image
     mask: np.ndarray
     viewpoint: str
-    extras: dict = field(default_factory=dict)
 
 
-def _make_models(rng: np.random.Generator, per_type: int) -> list[VehicleModel]:
+def _make_models(rng: np.random.Generator, n_models: int) -> list[VehicleModel]:
+    """``n_models`` make/models spread evenly over the types, each a jittered type silhouette."""
     models = []
     for t, type_name in enumerate(VERI_TYPES):
         base = _TYPE_SHAPES[type_name]
+        per_type = n_models // len(VERI_TYPES) + (t < n_models % len(VERI_TYPES))
         for m in range(per_type):
             jitter = {
                 k: float(v * rng.uniform(0.85, 1.15)) if v > 0.02 else float(v)
@@ -200,12 +207,11 @@ def _make_cameras(rng: np.random.Generator, n: int) -> list[Camera]:
 class _Canvas:
     """Draws every primitive twice: colour at 2x supersampling and the part label."""
 
-    def __init__(self, background: Image.Image, ss: int):
+    def __init__(self, background: Image.Image):
         self.image = background.copy()
         self.mask = Image.new("L", background.size, 0)
         self.rgb = ImageDraw.Draw(self.image)
         self.lab = ImageDraw.Draw(self.mask)
-        self.ss = ss
 
     def poly(self, points, color, label: int | None) -> None:
         pts = [(float(x), float(y)) for x, y in points]
@@ -247,10 +253,19 @@ def _glyph(ch: str) -> tuple[tuple[int, int], ...]:
 class SynthWorld:
     """The world: its make/models and cameras are fixed by the seed."""
 
-    def __init__(self, seed: int, n_cameras: int = 20, models_per_type: int = MODELS_PER_TYPE):
+    def __init__(self, seed: int, n_cameras: int = 20, n_models: int = 36):
+        if n_cameras < 1:
+            raise SynthConfigError(f"n_cameras must be at least 1, got {n_cameras}")
+        if n_models < len(VERI_TYPES):
+            raise SynthConfigError(
+                f"n_models must be at least {len(VERI_TYPES)} (one per type), got {n_models}"
+            )
         rng = np.random.default_rng([seed, 1])
         self.seed = seed
-        self.models = _make_models(rng, models_per_type)
+        self.models = _make_models(rng, n_models)
+        self.models_of_type = [
+            [m.index for m in self.models if m.type == t] for t in range(len(VERI_TYPES))
+        ]
         self.cameras = _make_cameras(rng, n_cameras)
         self._backgrounds: dict[tuple[int, int, int], Image.Image] = {}
 
@@ -301,8 +316,8 @@ class SynthWorld:
                 model, color = twin.model, twin.color
             else:
                 color, type_ = combos[int(rng.choice(len(combos), p=probs))]
-                model = type_ * MODELS_PER_TYPE + int(rng.integers(MODELS_PER_TYPE))
-                model = min(model, len(self.models) - 1)
+                candidates = self.models_of_type[type_]
+                model = candidates[int(rng.integers(len(candidates)))]
             identities.append(self.make_identity(vid, model, color, rng))
         return identities
 
@@ -310,6 +325,13 @@ class SynthWorld:
         color, type_ = VERI_COLORS[identity.color], VERI_TYPES[identity.type]
         article = "an" if color[0] in "aeiou" else "a"
         return f"a photo of {article} {color} {type_} seen {VIEWPOINT_WORDS[viewpoint]}"
+
+    def camera(self, camera_id: int) -> Camera:
+        if not 0 <= camera_id < len(self.cameras):
+            raise SynthConfigError(
+                f"camera_id {camera_id} out of range: the world has {len(self.cameras)} cameras"
+            )
+        return self.cameras[camera_id]
 
     # ---- rendering --------------------------------------------------------------------------
     def _background(self, camera: Camera, w: int, h: int) -> Image.Image:
@@ -331,11 +353,10 @@ class SynthWorld:
                 draw.rectangle((x0, horizon - bh, x0 + bw, horizon), fill=color)
             kerb = int(h * rng.uniform(0.82, 0.95))
             draw.rectangle((0, kerb, w, h), fill=tuple(int(v * 0.8) for v in camera.road))
-            for k in range(int(rng.integers(1, 3))):  # lane marks
+            for _ in range(int(rng.integers(1, 3))):  # lane marks
                 y = horizon + (kerb - horizon) * rng.uniform(0.2, 0.9)
                 for x in np.arange(rng.uniform(0, 0.1) * w, w, w * 0.22):
                     draw.rectangle((x, y, x + w * 0.1, y + max(1, h * 0.012)), fill=(225, 225, 210))
-                del k
             self._backgrounds[key] = img
         return self._backgrounds[key]
 
@@ -343,9 +364,11 @@ class SynthWorld:
         self, camera_id: int, rng: np.random.Generator, viewpoint: str | None = None
     ) -> Shot:
         """Where the vehicle stands in the frame and how it is lit, for one exposure."""
-        camera = self.cameras[camera_id % len(self.cameras)]
+        camera = self.camera(camera_id)
         if viewpoint is None:
             viewpoint = VIEWPOINTS[int(rng.choice(len(VIEWPOINTS), p=camera.view_probs))]
+        elif viewpoint not in VIEWPOINTS:
+            raise SynthConfigError(f"unknown viewpoint {viewpoint!r}; expected one of {VIEWPOINTS}")
         return Shot(
             viewpoint=viewpoint,
             scale=float(rng.uniform(*camera.scale)),
@@ -370,12 +393,12 @@ class SynthWorld:
         ``shot`` fixes the framing (for near-duplicate frames of one track); otherwise one is
         sampled from the camera's distributions.
         """
-        camera = self.cameras[camera_id % len(self.cameras)]
+        camera = self.camera(camera_id)
         if shot is None:
             shot = self.sample_shot(camera_id, rng, viewpoint)
-        h, w = size
-        ss = 2
-        canvas = _Canvas(self._background(camera, w * ss, h * ss), ss)
+        h, w = _check_size(size)
+        ss = SUPERSAMPLE
+        canvas = _Canvas(self._background(camera, w * ss, h * ss))
         model = self.models[identity.model]
         color = COLOR_RGB[identity.color]
         span = shot.scale * min(w * ss, 2.2 * h * ss)  # vehicle extent in pixels
@@ -395,53 +418,30 @@ class SynthWorld:
                 face_w,
                 shot.viewpoint == "front",
             )
-        else:  # foreshortened side joined to a foreshortened face
-            vscale = min(span * 0.85, ground * 0.8 / model.param("roof"))
-            side_len = vscale * 0.75
-            face_w = model.param("width") * vscale * 0.75
-            x0 = cx - (side_len + face_w) / 2
-            if shot.viewpoint == "front_three_quarter":
-                _draw_side(canvas, model, identity, color, x0, ground, side_len, False, vscale)
-                _draw_face(
-                    canvas,
-                    model,
-                    identity,
-                    color,
-                    x0 + side_len + face_w / 2,
-                    ground,
-                    face_w,
-                    True,
-                    vscale,
-                )
-            else:
-                _draw_face(
-                    canvas,
-                    model,
-                    identity,
-                    color,
-                    x0 + face_w / 2,
-                    ground,
-                    face_w,
-                    False,
-                    vscale,
-                )
-                _draw_side(
-                    canvas,
-                    model,
-                    identity,
-                    color,
-                    x0 + face_w,
-                    ground,
-                    side_len,
-                    True,
-                    vscale,
-                )
+        else:
+            _draw_three_quarter(
+                canvas,
+                model,
+                identity,
+                color,
+                cx,
+                ground,
+                span,
+                shot.viewpoint == "front_three_quarter",
+            )
         if shot.occluder_seed is not None:
             _draw_occluder(canvas, np.random.default_rng(shot.occluder_seed))
         image = canvas.image.resize((w, h), Image.Resampling.BOX)
         mask = np.asarray(canvas.mask.resize((w, h), Image.Resampling.NEAREST))
         image = _apply_camera(image, camera, shot.exposure, rng)
         return Render(image=image, mask=mask, viewpoint=shot.viewpoint)
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of at least 16 px each: below that a vehicle is a few blotches."""
+    if len(size) != 2 or min(size) < 16:
+        raise SynthConfigError(f"image size must be (height, width), each >= 16 px, got {size}")
+    return int(size[0]), int(size[1])
 
 
 def _draw_wheel(c: _Canvas, x: float, y: float, r: float, rim_style: int) -> None:
@@ -741,6 +741,45 @@ def _draw_face(c, model, ident, color, cx, ground, face_w, front: bool, vscale=N
             max(1.0, scale * 0.006),
             None,
         )
+
+
+def _draw_three_quarter(c, model, ident, color, cx, ground, span, front: bool) -> None:
+    """A foreshortened side joined to a foreshortened face at the end that faces the camera.
+
+    The oblique windscreen (or rear glass) fills the notch between the side's pillar and the
+    face, and the roof edge runs across it, so the two halves read as one vehicle.
+    """
+    p = model.param
+    vscale = min(span * 0.85, ground * 0.8 / p("roof"))
+    side_len = vscale * 0.75
+    face_w = p("width") * vscale * 0.75
+    x0 = cx - (side_len + face_w) / 2
+    # front: side on the left facing right, face on the right; rear: face left, side right of it
+    join = x0 + side_len if front else x0 + face_w
+    side_x0 = x0 if front else join
+    face_cx = join + face_w / 2 if front else x0 + face_w / 2
+    toward = 1 if front else -1  # direction from the side's pillar to the face
+
+    def side_pt(u: float, v: float) -> tuple[float, float]:
+        return side_x0 + u * side_len, ground - v * vscale
+
+    def face_x(inset: float) -> float:
+        return join + toward * inset * face_w
+
+    belt, roof = p("belt"), p("roof")
+    taper = 0.12 if VERI_TYPES[model.type] not in ("bus", "van", "truck") else 0.03
+    if front:
+        pillar, base = side_pt(1 - p("hood") - p("screen"), roof), side_pt(1 - p("hood"), belt)
+    else:
+        pillar, base = side_pt(p("trunk") + p("rear"), roof), side_pt(p("trunk"), belt)
+    roof_y, belt_y = ground - roof * vscale, ground - belt * vscale
+    open_bed = not front and VERI_TYPES[model.type] == "pickup"  # nothing to fill behind a cab
+    if not open_bed:
+        c.poly([pillar, (face_x(taper), roof_y), (join, belt_y), base], GLASS, WINDOW)
+        edge = (face_x(taper), roof_y + 0.02 * vscale), (pillar[0], pillar[1] + 0.02 * vscale)
+        c.poly([pillar, (face_x(taper), roof_y), *edge], color, BODY)
+    _draw_side(c, model, ident, color, side_x0, ground, side_len, False, vscale)
+    _draw_face(c, model, ident, color, face_cx, ground, face_w, front, vscale)
 
 
 def _draw_occluder(c: _Canvas, rng: np.random.Generator) -> None:

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cgdmae.data.synth.world import (
     PART_CLASSES,
     VERI_COLORS,
     VERI_TYPES,
     Identity,
+    SynthConfigError,
     SynthWorld,
 )
 
@@ -58,6 +60,12 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
+def _require_positive(**counts: float) -> None:
+    for key, value in counts.items():
+        if value < 1:
+            raise SynthConfigError(f"{key} must be at least 1, got {value}")
+
+
 def _cameras_for(rng: np.random.Generator, n_cameras: int, k: int) -> list[int]:
     return [int(c) for c in rng.choice(n_cameras, size=min(k, n_cameras), replace=False)]
 
@@ -75,6 +83,14 @@ def write_veri776(
     query_per_id: int = 2,
 ) -> dict[str, int]:
     """VeRi-776: image_{train,query,test}/, name_*.txt, {train,test}_label.xml, list_*.txt."""
+    _require_positive(n_train_ids=n_train_ids, n_test_ids=n_test_ids, images_per_id=images_per_id)
+    if query_per_id < 0:
+        raise SynthConfigError(f"query_per_id must be >= 0, got {query_per_id}")
+    if not 2 <= cameras_per_id <= n_cameras:
+        raise SynthConfigError(
+            f"cameras_per_id must be between 2 (query and gallery cameras differ) and "
+            f"n_cameras={n_cameras}, got {cameras_per_id}"
+        )
     world = SynthWorld(seed, n_cameras=n_cameras)
     rng = np.random.default_rng(dataset_seed(seed, "veri776"))
     identities = world.sample_identities(n_train_ids + n_test_ids, rng)
@@ -143,6 +159,11 @@ def write_vehicleid(
     images_per_id: int = 6,
 ) -> dict[str, int]:
     """VehicleID: image/<7 digits>.jpg, train_test_split/{train_list,test_list_*}.txt, attribute/."""
+    _require_positive(n_train_ids=n_train_ids, images_per_id=images_per_id)
+    if len(test_sizes) != 3 or min(test_sizes) < 1:
+        raise SynthConfigError(
+            f"test_sizes must be three positive id counts (small, medium, large), got {test_sizes}"
+        )
     world = SynthWorld(seed, n_cameras=n_cameras)
     rng = np.random.default_rng(dataset_seed(seed, "vehicleid"))
     n_test = max(test_sizes)
@@ -192,6 +213,7 @@ def write_vfr(
     n_test_per_class: int = 4,
 ) -> dict[str, int]:
     """Fine-grained classification as an ImageFolder tree: {train,test}/<make_model>/*.jpg."""
+    _require_positive(n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class)
     world = SynthWorld(seed, n_cameras=n_cameras)
     rng = np.random.default_rng(dataset_seed(seed, "vfr"))
     counts = {"train": 0, "test": 0}
@@ -229,8 +251,7 @@ def write_vps(
     n_val: int = 80,
 ) -> dict[str, int]:
     """Part segmentation: images/{train,val}/*.jpg, masks/{train,val}/*.png, classes.txt."""
-    from PIL import Image
-
+    _require_positive(n_train=n_train, n_val=n_val)
     world = SynthWorld(seed, n_cameras=n_cameras)
     rng = np.random.default_rng(dataset_seed(seed, "vps"))
     identities = world.sample_identities(n_train + n_val, rng)
@@ -261,6 +282,7 @@ def write_pool(
     Long-tailed (a few colour/type pairs dominate) and full of near-duplicate frame runs: a
     vehicle tracked by one camera for a few frames with tiny jitter, as raw traffic video gives.
     """
+    _require_positive(n_images=n_images, n_identities=n_identities, dup_run_mean=dup_run_mean)
     world = SynthWorld(seed, n_cameras=n_cameras)
     rng = np.random.default_rng(dataset_seed(seed, "pool"))
     identities = world.sample_identities(n_identities, rng, long_tail=True)

@@ -4,11 +4,17 @@ The exact CGD-MAE head is not public; this follows VehicleMAE's design (see conf
 the decoder tokens after ``decoder_norm`` (CLS dropped) are pooled by a learned Linear(L → 1)
 and projected to the CLIP dimension; the student vector ŝ is pulled towards the CLIP image
 embedding t̂ of the same augmented view (L_sim) and made to agree with it on a distribution
-over CLIP text embeddings of attribute descriptions (L_kl).
+over CLIP text embeddings T of attribute descriptions (L_kl).
 
     L = L_mae + λ · (w_sim · L_sim + w_kl · L_kl)
-    L_sim = mean_b ‖t̂ − ŝ‖²                      (both L2-normalised)
-    L_kl  = KL(softmax(τ ŝ Tᵀ) ‖ softmax(τ t̂ Tᵀ))  with τ = 100
+    L_sim = mean_b ‖t̂ − ŝ‖²                       (both L2-normalised)
+    L_kl  = mean_b Σ_k P_t,k · log(P_t,k / P_s,k),  P_s = softmax(τ ŝ Tᵀ), P_t = softmax(τ t̂ Tᵀ)
+
+The KL direction: the formula is written KL(softmax(τ ŝ Tᵀ) ‖ softmax(τ t̂ Tᵀ)), which is the
+argument order of PyTorch's ``kl_div(input=log P_s, target=P_t)``; VehicleMAE's code computes
+exactly that, i.e. KL(P_t ‖ P_s) in the mathematical sense, with the teacher's distribution as
+the target. We take that reading (and τ = 100, CLIP's logit scale) and leave out the extra
+batch-entropy term VehicleMAE's code adds.
 """
 
 from __future__ import annotations
@@ -34,15 +40,23 @@ def similarity_loss(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 def text_kl_loss(
     student: torch.Tensor, target: torch.Tensor, text: torch.Tensor, temperature: float = 100.0
 ) -> torch.Tensor:
-    """KL(P_student ‖ P_teacher) over the text anchors, as the formula above reads, batch mean."""
+    """KL(P_teacher ‖ P_student) over the text anchors, batch mean (see the module docstring)."""
     log_p_student = F.log_softmax(temperature * F.normalize(student, dim=-1) @ text.T, dim=-1)
     log_p_teacher = F.log_softmax(temperature * F.normalize(target, dim=-1) @ text.T, dim=-1)
-    return (log_p_student.exp() * (log_p_student - log_p_teacher)).sum(-1).mean()
+    return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
 
 
 @register_method("cgd_mae")
 class CGDMAEMethod(PretrainMethod):
-    """MAE with CLIP distillation; ``teacher`` may be None when targets come cached in the batch."""
+    """MAE with CLIP distillation.
+
+    ``text_embeds`` [K, C]: CLIP text embeddings of the filled attribute templates (the KL
+    anchors; their dimension C sets the projection's). ``teacher``: a frozen CLIP with
+    ``encode_image(images01)``, or None when every batch carries cached ``teacher_embed``.
+    ``student_feature``: ``decoder_pool`` (VehicleMAE), ``encoder_cls`` or ``encoder_mean``
+    (mean of the visible encoder tokens). The teacher is kept out of checkpoints and of the
+    optimizer by ``frozen_prefixes``; ``text_embeds`` is a buffer, saved so a resume is exact.
+    """
 
     frozen_prefixes = ("teacher.",)
 
@@ -65,7 +79,7 @@ class CGDMAEMethod(PretrainMethod):
                 f"student_feature must be one of {STUDENT_FEATURES}, got {student_feature!r}"
             )
         self.model = model
-        self.teacher = teacher.requires_grad_(False) if teacher is not None else None
+        self.teacher = teacher.requires_grad_(False).eval() if teacher is not None else None
         self.mask_ratio, self.lam, self.w_sim, self.w_kl = mask_ratio, lam, w_sim, w_kl
         self.student_feature, self.temperature = student_feature, temperature
         clip_dim = text_embeds.shape[1]
@@ -74,6 +88,12 @@ class CGDMAEMethod(PretrainMethod):
         self.pool = nn.Linear(num_patches, 1) if student_feature == "decoder_pool" else None
         self.proj = nn.Linear(width, clip_dim) if width != clip_dim else nn.Identity()
         self.register_buffer("text_embeds", F.normalize(text_embeds.float(), dim=-1))
+
+    def train(self, mode: bool = True) -> CGDMAEMethod:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # frozen: no dropout, no batch-norm statistics updates
+        return self
 
     def student_vector(self, latent: torch.Tensor, dec_tokens: torch.Tensor) -> torch.Tensor:
         if self.student_feature == "decoder_pool":
@@ -85,13 +105,22 @@ class CGDMAEMethod(PretrainMethod):
         return self.proj(pooled)
 
     def teacher_target(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Cached ``teacher_embed`` when the batch has it, else the frozen teacher on the crop."""
         if "teacher_embed" in batch:
-            return batch["teacher_embed"].float()
-        if self.teacher is None:
+            target = batch["teacher_embed"].float()
+        elif self.teacher is None:
             raise ValueError(
                 "cgd_mae without a teacher needs cached 'teacher_embed' in every batch"
             )
-        return self.teacher.encode_image(denormalize(batch["image"]).clamp(0, 1))
+        else:
+            with torch.no_grad():
+                target = self.teacher.encode_image(denormalize(batch["image"]).clamp(0, 1))
+        if target.shape[-1] != self.text_embeds.shape[1]:
+            raise ValueError(
+                f"teacher embeddings have {target.shape[-1]} dims but the text embeddings "
+                f"{self.text_embeds.shape[1]}: targets and text must come from the same teacher"
+            )
+        return target
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         imgs = batch["image"]

@@ -26,4 +26,7 @@ class MAEMethod(PretrainMethod):
 
 @register_method("scratch")
 class ScratchMethod(MAEMethod):
-    """No pre-training: the engine runs zero epochs and exports MAE's initialisation as is."""
+    """No pre-training: the engine runs zero epochs and exports MAE's initialisation as is.
+
+    ``forward`` stays MAE's so the untrained model's reconstruction loss can still be reported.
+    """

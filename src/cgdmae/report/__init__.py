@@ -1,0 +1,1 @@
+"""Tables and figures built from results/: nothing in them is typed by hand."""

@@ -1,0 +1,53 @@
+"""Figures (seaborn, paper context), written as deterministic PDF and PNG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+LOSS_TERMS = ("loss", "mae", "sim", "kl")
+
+
+def save_figure(fig, stem: str | Path) -> list[Path]:
+    """``stem``.pdf and ``stem``.png, with no creation date so reruns give identical bytes."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, metadata in ((".pdf", {"CreationDate": None}), (".png", {"Software": None})):
+        path = stem.with_suffix(suffix)
+        tmp = path.with_name(f".{path.name}.tmp{suffix}")
+        fig.savefig(tmp, metadata=metadata, dpi=150, bbox_inches="tight")
+        os.replace(tmp, path)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def loss_curves(logs: Mapping[str, str | Path]):
+    """One panel per loss term, one line per run, from each run's log.csv."""
+    frames = []
+    for run, path in logs.items():
+        frame = pd.read_csv(path)
+        if frame.empty:
+            continue  # scratch: nothing trained
+        terms = [t for t in LOSS_TERMS if t in frame]
+        long = frame.melt(id_vars=["epoch"], value_vars=terms, var_name="term", value_name="value")
+        frames.append(long.assign(run=run))
+    sns.set_theme(context="paper", style="whitegrid")
+    data = pd.concat(frames, ignore_index=True)
+    terms = [t for t in LOSS_TERMS if t in set(data.term)]
+    grid = sns.relplot(
+        data=data, x="epoch", y="value", hue="run", col="term", col_order=terms, kind="line",
+        marker="o", facet_kws={"sharey": False}, height=2.4, aspect=1.1,
+    )  # fmt: skip
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("epoch", "pre-training loss")
+    return grid.figure

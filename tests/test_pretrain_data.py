@@ -1,0 +1,150 @@
+"""Pre-training data: augmentation is a pure function of (seed, epoch, index), and cached mode
+applies exactly the crop the teacher saw, checked against a crop done by hand with PIL."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from cgdmae.data import DatasetFormatError
+from cgdmae.pretrain.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PretrainDataset,
+    TeacherTargets,
+    denormalize,
+    normalize,
+    sample_crop,
+)
+
+SIZE = (16, 16)
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    """Six 40×30 images with distinct coloured rectangles, so crops and flips show."""
+    root = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(6):
+        pixels = rng.integers(0, 255, size=(30, 40, 3), dtype=np.uint8)
+        pixels[5:20, 3 + k : 15 + k] = (255, 40 * k, 0)
+        path = root / f"{k:03d}.png"
+        Image.fromarray(pixels).save(path)
+        out.append(path)
+    return out
+
+
+def manual_view(path, top, left, height, width, flip) -> torch.Tensor:
+    """Crop, bicubic resize, mirror and ImageNet-normalise with PIL and numpy alone."""
+    image = Image.open(path).convert("RGB").crop((left, top, left + width, top + height))
+    image = image.resize(SIZE[::-1], Image.BICUBIC)
+    if flip:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    return (pixels - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+
+
+def write_cache(path, image_paths, crops, dim=4):
+    """A cache whose embedding of view k is the one-hot vector e_k, to read back the view."""
+    crops = torch.tensor(crops, dtype=torch.int32)
+    n, views = crops.shape[:2]
+    embeds = torch.eye(dim)[:views].expand(n, views, dim).half()
+    torch.save({"paths": [str(p) for p in image_paths], "crops": crops, "embeds": embeds}, path)
+    return path
+
+
+def test_same_seed_epoch_index_gives_identical_tensors(paths):
+    a, b = (
+        PretrainDataset(paths, img_size=SIZE, seed=3),
+        PretrainDataset(paths, img_size=SIZE, seed=3),
+    )
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert torch.equal(a[4]["image"], b[4]["image"]) and a[4]["index"] == 4
+    b.set_epoch(3)
+    assert not torch.equal(a[4]["image"], b[4]["image"])
+    other_seed = PretrainDataset(paths, img_size=SIZE, seed=4)
+    other_seed.set_epoch(2)
+    assert not torch.equal(a[4]["image"], other_seed[4]["image"])
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(paths):
+    dataset = PretrainDataset(paths, img_size=SIZE, seed=0)
+    dataset.set_epoch(5)
+    inline = [b["image"] for b in DataLoader(dataset, batch_size=4, num_workers=0)]
+    workers = [b["image"] for b in DataLoader(dataset, batch_size=4, num_workers=2)]
+    assert all(torch.equal(x, y) for x, y in zip(inline, workers, strict=True))
+
+
+def test_sampled_crops_respect_scale_ratio_and_flip_switch():
+    rng = np.random.default_rng(0)
+    crops = [sample_crop(rng, 64, 48, (0.2, 1.0)) for _ in range(300)]
+    for c in crops:
+        assert 0 <= c.top <= 48 - c.height and 0 <= c.left <= 64 - c.width
+        assert 0.2 * 64 * 48 * 0.85 <= c.height * c.width <= 64 * 48
+        assert 3 / 4 * 0.85 <= c.width / c.height <= 4 / 3 * 1.15
+    assert 0.35 < np.mean([c.flip for c in crops]) < 0.65
+    assert not any(sample_crop(rng, 64, 48, (0.2, 1.0), hflip=False).flip for _ in range(50))
+
+
+def test_online_image_is_the_normalised_crop(paths):
+    dataset = PretrainDataset(paths, img_size=SIZE, seed=1)
+    image = dataset[2]["image"]
+    assert image.shape == (3, *SIZE) and image.dtype == torch.float32
+    back = denormalize(image.unsqueeze(0))
+    assert back.min() >= -1e-5 and back.max() <= 1 + 1e-5
+    assert torch.allclose(normalize(back[0]), image, atol=1e-6)
+
+
+def test_cached_mode_applies_exactly_the_cached_crop(paths, tmp_path):
+    crops = [[[2, 3, 20, 25, 0], [0, 10, 30, 30, 1], [5, 0, 12, 16, 1]] for _ in paths]
+    cache = write_cache(tmp_path / "targets.pt", paths, crops)
+    dataset = PretrainDataset(
+        paths, img_size=SIZE, seed=0, targets=TeacherTargets.load(cache), targets_file=cache
+    )
+    seen = set()
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        for index in (1, 4):
+            item = dataset[index]
+            view = int(item["teacher_embed"].argmax())
+            assert torch.equal(item["teacher_embed"], torch.eye(4)[view])
+            expected = manual_view(paths[index], *crops[index][view])
+            assert torch.allclose(item["image"], expected, atol=1e-5)
+            seen.add(view)
+    assert seen == {0, 1, 2}  # the loader samples among all cached views
+
+
+def test_bad_caches_name_the_file(paths, tmp_path):
+    short = write_cache(tmp_path / "short.pt", paths[:5], [[[0, 0, 8, 8, 0]]] * 5)
+    with pytest.raises(DatasetFormatError, match=r"short\.pt.*cover 5 images .* has 6"):
+        PretrainDataset(paths, targets=TeacherTargets.load(short), targets_file=short)
+
+    outside = write_cache(tmp_path / "outside.pt", paths, [[[10, 30, 25, 20, 0]]] * 6)
+    dataset = PretrainDataset(paths, targets=TeacherTargets.load(outside), targets_file=outside)
+    with pytest.raises(DatasetFormatError, match=r"outside\.pt.*lies outside .*001\.png"):
+        dataset[1]
+
+    swapped = write_cache(tmp_path / "swapped.pt", paths[::-1], [[[0, 0, 8, 8, 0]]] * 6)
+    with pytest.raises(DatasetFormatError, match=r"swapped\.pt.*target 0 is for .*005\.png"):
+        PretrainDataset(paths, targets=TeacherTargets.load(swapped), targets_file=swapped)
+
+    broken = tmp_path / "broken.pt"
+    torch.save({"paths": [str(p) for p in paths], "crops": torch.zeros(6, 2, 5)}, broken)
+    with pytest.raises(DatasetFormatError, match=r"broken\.pt.*not a readable teacher-target"):
+        TeacherTargets.load(broken)
+
+    misshaped = tmp_path / "misshaped.pt"
+    torch.save(
+        {
+            "paths": [str(p) for p in paths],
+            "crops": torch.zeros(6, 2, 4),
+            "embeds": torch.zeros(6, 2, 8),
+        },
+        misshaped,
+    )
+    with pytest.raises(DatasetFormatError, match=r"misshaped\.pt.*'crops' has shape \(6, 2, 4\)"):
+        TeacherTargets.load(misshaped)

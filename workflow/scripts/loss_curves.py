@@ -1,0 +1,9 @@
+"""Pre-training loss curves of every run."""
+
+from cgdmae.report.figures import loss_curves, save_figure
+from cgdmae.workflow import rule_logging
+
+with rule_logging(snakemake.log[0]) as log:
+    runs = dict(zip(snakemake.params.runs, snakemake.input, strict=True))
+    written = save_figure(loss_curves(runs), snakemake.params.stem)
+    log.info("wrote %s", written)
