@@ -12,6 +12,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -20,4 +22,7 @@ rule all:
         synthetic_targets(),
         "results/figures/synth_contact_sheet.png",
         expand("results/teacher/{teacher}/metrics.json", teacher=config["teachers"]),
-        expand("results/pretrain/{run}/encoder.pth", run=config["runs"]),
+        expand("results/pretrain/{run}/encoder.pth", run=all_runs(config)),
+        "results/figures/pretrain_loss.png",
+        finetune_targets(all_runs(config)),
+        rules.tables.input,

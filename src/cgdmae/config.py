@@ -7,6 +7,7 @@ message buries the key under a dump of the schema.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,13 @@ import yaml
 
 SYNTHETIC_ROOT = "results/data/synthetic"
 SYNTHETIC_DATASETS = ("veri776", "vehicleid", "vfr", "vps", "pool")
+# the dataset formats each downstream task reads
+TASK_FORMATS: dict[str, tuple[str, ...]] = {
+    "reid": ("veri776", "vehicleid", "veriwild", "market1501"),
+    "var": ("veri776",),
+    "vfr": ("image_folder",),
+    "vps": ("segmentation",),
+}
 
 
 class ConfigError(ValueError):
@@ -65,12 +73,13 @@ def _check_run_values(config: Mapping[str, Any], schema: dict[str, Any]) -> None
 
     pretrain_schema = schema["$defs"]["pretrain"]
     validator_cls = jsonschema.validators.validator_for(schema)
-    for run in config.get("runs", {}):
+    for run in all_runs(config):
         spec = run_spec(config, run)
         spec.pop("method")
         for error in validator_cls(pretrain_schema).iter_errors(spec):
             where = _key(error.absolute_path)
-            raise ConfigError(f"config key 'runs.{run}.overrides' sets {where}: {error.message}")
+            source = f"ablations.{run.split('@')[0]}" if "@" in run else f"runs.{run}.overrides"
+            raise ConfigError(f"config key '{source}' sets {where}: {error.message}")
 
 
 def _first_schema_error(config: dict[str, Any], schema_path: str | Path) -> str | None:
@@ -126,7 +135,28 @@ def _check_references(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key 'teachers.{name}.name': a pretrained teacher needs an open_clip model name"
             )
-    for run in config.get("runs", {}):
+    for task, formats in TASK_FORMATS.items():
+        for k, name in enumerate(config.get("finetune", {}).get(task, {}).get("datasets", [])):
+            key = f"finetune.{task}.datasets.{k}"
+            _require(config, "datasets", name, key)
+            fmt = config["datasets"][name]["format"]
+            if fmt not in formats:
+                raise ConfigError(
+                    f"config key '{key}': dataset {name!r} has format {fmt}; "
+                    f"{task} reads {', '.join(formats)}"
+                )
+    for name, ablation in config.get("ablations", {}).items():
+        _require(config, "runs", ablation["base"], f"ablations.{name}.base")
+        spec = run_spec(config, ablation["base"])
+        set_dotted(spec, ablation["axis"], None, where=f"ablations.{name}.axis")
+        for k, entry in enumerate(ablation["tasks"]):
+            task, _, dataset = entry.partition("/")
+            if dataset not in config.get("finetune", {}).get(task, {}).get("datasets", []):
+                raise ConfigError(
+                    f"config key 'ablations.{name}.tasks.{k}': {entry!r} is not a configured "
+                    "fine-tuning task/dataset (finetune.<task>.datasets)"
+                )
+    for run in all_runs(config):
         spec = run_spec(config, run)
         _require(config, "datasets", spec["dataset"], f"runs.{run}: pretrain.dataset")
         if spec["method"] == "cgd_mae":
@@ -155,14 +185,58 @@ def set_dotted(spec: dict[str, Any], dotted: str, value: Any, *, where: str) -> 
             node = node[part]
 
 
+def ablation_run_name(base: str, axis: str, value: Any) -> str:
+    """``cgd_mae@mask_ratio=0.9``: the run an ablation value expands into."""
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return f"{base}@{axis}={text}"
+
+
+def ablation_runs(config: Mapping[str, Any], name: str) -> list[tuple[Any, str]]:
+    """(value, run name) per value of an ablation; the base run's own value maps to the base run,
+    so a run shared by several tables is trained once."""
+    ablation = config["ablations"][name]
+    base, axis = ablation["base"], ablation["axis"]
+    base_value = get_dotted(run_spec(config, base), axis)
+    return [
+        (value, base if value == base_value else ablation_run_name(base, axis, value))
+        for value in ablation["values"]
+    ]
+
+
+def all_runs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The declared runs plus one run per ablation value: ``{name: {method, overrides}}``."""
+    runs = {name: dict(run) for name, run in config.get("runs", {}).items()}
+    for name, ablation in config.get("ablations", {}).items():
+        _require(config, "runs", ablation["base"], f"ablations.{name}.base")
+        base = runs[ablation["base"]]
+        for value in ablation["values"]:
+            overrides = {**base.get("overrides", {}), ablation["axis"]: value}
+            runs.setdefault(
+                ablation_run_name(ablation["base"], ablation["axis"], value),
+                {"method": base["method"], "overrides": overrides},
+            )
+    return runs
+
+
+def get_dotted(spec: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = spec
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     """The full pre-training spec of a run: ``pretrain`` defaults plus the run's overrides."""
     import copy
 
-    _require(config, "runs", run, "runs")
-    declared = config["runs"][run]
+    runs = all_runs(config)
+    if run not in runs:
+        known = ", ".join(sorted(runs)) or "none"
+        raise ConfigError(f"config key 'runs': {run!r} is not a run (known: {known})")
+    declared = runs[run]
     spec = copy.deepcopy(dict(config["pretrain"]))
+    where = f"ablations ({run})" if "@" in run else f"runs.{run}.overrides"
     for dotted, value in declared.get("overrides", {}).items():
-        set_dotted(spec, dotted, value, where=f"runs.{run}.overrides.{dotted}")
+        set_dotted(spec, dotted, value, where=f"{where}.{dotted}")
     spec["method"] = declared["method"]
     return spec

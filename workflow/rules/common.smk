@@ -4,7 +4,13 @@ import json
 import sys
 from pathlib import Path
 
-from cgdmae.config import SYNTHETIC_ROOT, run_spec, validate_config
+from cgdmae.config import (
+    SYNTHETIC_ROOT,
+    ablation_runs,
+    all_runs,
+    run_spec,
+    validate_config,
+)
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 
@@ -43,7 +49,9 @@ def pretrain_inputs(wildcards):
         teacher = spec["distill"]["teacher"]
         inputs["teacher"] = f"results/teacher/{teacher}/model"
         if spec["distill"]["targets"] == "cached":
-            inputs["targets"] = f"results/teacher/{teacher}/targets/{spec['dataset']}.pt"
+            inputs["targets"] = (
+                f"results/teacher/{teacher}/targets/{spec['dataset']}.pt"
+            )
     return inputs
 
 
@@ -52,3 +60,63 @@ def launcher(gpus):
     if gpus > 1:
         return f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node={gpus}"
     return sys.executable
+
+
+TASKS = ("reid", "var", "vfr", "vps")
+
+
+def finetune_spec(task):
+    """A task's fine-tuning settings, without the dataset list (adding a dataset reruns nothing)."""
+    return {k: v for k, v in config["finetune"][task].items() if k != "datasets"}
+
+
+def finetune_jobs(runs):
+    """(run, task, dataset) to fine-tune: every task for declared runs, the ablation's tasks
+    for the runs an ablation adds."""
+    jobs = []
+    for run in runs:
+        if run in config["runs"]:
+            jobs += [
+                (run, t, d) for t in TASKS for d in config["finetune"][t]["datasets"]
+            ]
+    for name, ablation in config["ablations"].items():
+        for _, run in ablation_runs(config, name):
+            if run in runs:
+                jobs += [(run, *entry.split("/", 1)) for entry in ablation["tasks"]]
+    return list(dict.fromkeys(jobs))
+
+
+def finetune_targets(runs):
+    """metrics.json of each fine-tuning job of ``runs``."""
+    return [
+        f"results/finetune/{run}/{task}/{dataset}/metrics.json"
+        for run, task, dataset in finetune_jobs(runs)
+    ]
+
+
+CONFIG_FILES = [str(p) for p in workflow.overwrite_configfiles] or [
+    "config/config.yaml"
+]
+
+
+def configured_tasks():
+    """(task, dataset) of every configured fine-tuning job, in table column order."""
+    return [(t, d) for t in TASKS for d in config["finetune"][t]["datasets"]]
+
+
+def ablation_rows(name):
+    """(label, run) per value of an ablation: the table's rows."""
+    axis = config["ablations"][name]["axis"]
+    return [(f"{axis}={value}", run) for value, run in ablation_runs(config, name)]
+
+
+def ablation_tasks(name):
+    return [tuple(entry.split("/", 1)) for entry in config["ablations"][name]["tasks"]]
+
+
+def metrics_of(rows, tasks):
+    return [
+        f"results/finetune/{run}/{task}/{dataset}/metrics.json"
+        for _, run in rows
+        for task, dataset in tasks
+    ]

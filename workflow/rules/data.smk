@@ -4,16 +4,17 @@
 rule synthetic_dataset:
     output:
         directory(f"{SYNTHETIC_ROOT}/{{dataset}}"),
-    params:
-        world=lambda wildcards: {
-            key: config["synthetic"][key] for key in ("seed", "image_size", "n_cameras")
-        },
-        sizes=lambda wildcards: config["synthetic"][wildcards.dataset],
     log:
         "logs/data/{dataset}.log",
     wildcard_constraints:
         dataset="veri776|vehicleid|vfr|vps|pool",
     threads: 1
+    params:
+        world=lambda wildcards: {
+            key: config["synthetic"][key]
+            for key in ("seed", "image_size", "n_cameras")
+        },
+        sizes=lambda wildcards: config["synthetic"][wildcards.dataset],
     script:
         "../scripts/synthetic_dataset.py"
 
@@ -21,11 +22,11 @@ rule synthetic_dataset:
 rule contact_sheet:
     output:
         "results/figures/synth_contact_sheet.png",
-    params:
-        seed=config["synthetic"]["seed"],
-        image_size=config["synthetic"]["image_size"],
     log:
         "logs/figures/synth_contact_sheet.log",
     threads: 1
+    params:
+        seed=config["synthetic"]["seed"],
+        image_size=config["synthetic"]["image_size"],
     script:
         "../scripts/contact_sheet.py"

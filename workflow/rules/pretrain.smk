@@ -13,19 +13,21 @@ rule pretrain:
         encoder="results/pretrain/{run}/encoder.pth",
         checkpoint="results/pretrain/{run}/checkpoint.pth",
         log_csv="results/pretrain/{run}/log.csv",
-    params:
-        spec=lambda wildcards: json.dumps(run_spec(config, wildcards.run), sort_keys=True),
-        launcher=lambda wildcards: launcher(run_spec(config, wildcards.run)["gpus"]),
-        teacher=lambda wildcards, input: input.get("teacher", ""),
-        targets=lambda wildcards, input: input.get("targets", ""),
-        seed=config["seed"],
-        script=SCRIPTS / "pretrain.py",
     log:
         "logs/pretrain/{run}.log",
     threads: 2
     resources:
         gpu=lambda wildcards: run_spec(config, wildcards.run)["gpus"],
         runtime=lambda wildcards: run_spec(config, wildcards.run)["runtime"],
+    params:
+        spec=lambda wildcards: json.dumps(
+            run_spec(config, wildcards.run), sort_keys=True
+        ),
+        launcher=lambda wildcards: launcher(run_spec(config, wildcards.run)["gpus"]),
+        teacher=lambda wildcards, input: input.get("teacher", ""),
+        targets=lambda wildcards, input: input.get("targets", ""),
+        seed=config["seed"],
+        script=SCRIPTS / "pretrain.py",
     shell:
         "{params.launcher} {params.script:q} --run={wildcards.run:q}"
         " --spec={params.spec:q} --images={input.images:q} --teacher={params.teacher:q}"
@@ -35,7 +37,7 @@ rule pretrain:
 
 rule pretrain_all:
     input:
-        expand("results/pretrain/{run}/encoder.pth", run=config["runs"]),
+        expand("results/pretrain/{run}/encoder.pth", run=all_runs(config)),
 
 
 rule loss_curves:
@@ -44,10 +46,10 @@ rule loss_curves:
     output:
         pdf="results/figures/pretrain_loss.pdf",
         png="results/figures/pretrain_loss.png",
+    log:
+        "logs/figures/pretrain_loss.log",
     params:
         runs=list(config["runs"]),
         stem="results/figures/pretrain_loss",
-    log:
-        "logs/figures/pretrain_loss.log",
     script:
         "../scripts/loss_curves.py"

@@ -7,14 +7,14 @@ rule teacher:
     output:
         model=directory("results/teacher/{teacher}/model"),
         metrics="results/teacher/{teacher}/metrics.json",
-    params:
-        spec=lambda wildcards: config["teachers"][wildcards.teacher],
-        seed=config["seed"],
     log:
         "logs/teacher/{teacher}.log",
     threads: 2
     resources:
         runtime=120,
+    params:
+        spec=lambda wildcards: config["teachers"][wildcards.teacher],
+        seed=config["seed"],
     script:
         "../scripts/teacher.py"
 
@@ -25,15 +25,15 @@ rule teacher_targets:
         images=lambda wildcards: dataset_root(wildcards.dataset),
     output:
         "results/teacher/{teacher}/targets/{dataset}.pt",
-    params:
-        views=lambda wildcards: config["teachers"][wildcards.teacher]["cache_views"],
-        img_size=config["pretrain"]["model"]["img_size"],
-        crop_scale=config["pretrain"]["crop_scale"],
-        seed=config["seed"],
     log:
         "logs/teacher/{teacher}_targets_{dataset}.log",
     threads: 2
     resources:
         runtime=240,
+    params:
+        views=lambda wildcards: config["teachers"][wildcards.teacher]["cache_views"],
+        img_size=config["pretrain"]["model"]["img_size"],
+        crop_scale=config["pretrain"]["crop_scale"],
+        seed=config["seed"],
     script:
         "../scripts/teacher_targets.py"

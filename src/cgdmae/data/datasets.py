@@ -148,8 +148,11 @@ class RandomIdentitySampler(Sampler[int]):
     Use with ``DataLoader(batch_size=p * k, sampler=..., drop_last=True)``. Each epoch splits
     every identity's images into chunks of K (an identity with fewer than K images is drawn
     with replacement; a leftover short chunk is dropped), then fills batches with chunks of P
-    distinct identities until fewer than P identities have chunks left. The order is a pure
-    function of (seed, epoch), so a resumed run sees the same batches.
+    distinct identities. The number of batches is fixed (chunks // P), so a training engine
+    can size its lr schedule; when the greedy filling runs out of distinct identities early,
+    the last batches draw P random identities afresh. The order is a pure function of
+    (seed, epoch), and ``set_epoch(epoch, skip_batches)`` lets a resumed run skip the batches
+    it had already trained on.
     """
 
     def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0):
@@ -162,11 +165,17 @@ class RandomIdentitySampler(Sampler[int]):
             raise ValueError(
                 f"PK sampler needs at least P={p} identities, the data has {len(self.by_pid)}"
             )
-        self.p, self.k, self.seed, self.epoch = p, k, seed, 0
+        self.p, self.k, self.seed, self.epoch, self.skip_batches = p, k, seed, 0, 0
+        chunks = sum(max(len(items) // k, 1) for items in self.by_pid.values())
+        self.batches_per_epoch = chunks // p
+        self.steps_per_epoch = self.batches_per_epoch  # one optimizer step per batch
         self._cached: tuple[int, list[list[int]]] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip_batches = epoch, skip_batches
+
+    def _chunk(self, rng: np.random.Generator, pid: int) -> list[int]:
+        return [int(i) for i in rng.choice(self.by_pid[pid], self.k)]
 
     def batches(self) -> list[list[int]]:
         """This epoch's batches, each P×K dataset indices (K consecutive per identity)."""
@@ -181,21 +190,25 @@ class RandomIdentitySampler(Sampler[int]):
                 [int(i) for i in picks[s : s + self.k]] for s in range(0, usable, self.k)
             ]
         available = sorted(chunks)
+        pids = sorted(self.by_pid)
         batches = []
-        while len(available) >= self.p:
-            chosen = [available[int(i)] for i in rng.choice(len(available), self.p, replace=False)]
+        while len(batches) < self.batches_per_epoch:
+            if len(available) >= self.p:
+                chosen = [available[int(i)] for i in rng.choice(len(available), self.p, False)]
+            else:
+                chosen = [pids[int(i)] for i in rng.choice(len(pids), self.p, replace=False)]
             batch = []
             for pid in chosen:
-                batch += chunks[pid].pop()
-                if not chunks[pid]:
+                batch += chunks[pid].pop() if chunks[pid] else self._chunk(rng, pid)
+                if pid in available and not chunks[pid]:
                     available.remove(pid)
             batches.append(batch)
         self._cached = (self.epoch, batches)
         return batches
 
     def __iter__(self) -> Iterator[int]:
-        for batch in self.batches():
+        for batch in self.batches()[self.skip_batches :]:
             yield from batch
 
     def __len__(self) -> int:
-        return len(self.batches()) * self.p * self.k
+        return (self.batches_per_epoch - self.skip_batches) * self.p * self.k

@@ -8,15 +8,19 @@ stream (masking noise, dropout) as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 # what the engine writes and needs back to resume (see cgdmae.pretrain.engine)
 REQUIRED_KEYS = (
@@ -105,3 +109,21 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
         elif old != new:
             diffs.append(f"{key}: {old!r} -> {new!r}")
     return diffs
+
+
+def set_aside_if_stale(path: str | Path, config: dict[str, Any]) -> None:
+    """Rename a checkpoint written under another config, so the job starts over but loses nothing.
+
+    A run whose config changed is a different run: resuming would mix two configurations, and
+    deleting would lose work someone may want back.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    saved = torch.load(path, map_location="cpu", weights_only=False).get("config")
+    if saved != config:
+        aside = path.with_name(f"{path.stem}.stale-{int(time.time())}{path.suffix}")
+        os.replace(path, aside)
+        log.warning(
+            "the config changed since %s was written: kept it as %s, starting over", path, aside
+        )

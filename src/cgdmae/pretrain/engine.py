@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from timm.optim import param_groups_weight_decay
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -70,6 +70,7 @@ CHECKPOINT = "checkpoint.pth"
 ENCODER = "encoder.pth"
 LOG_CSV = "log.csv"
 PRECISIONS = ("auto", "bf16", "fp32")
+OPTIMIZERS = ("adamw", "sgd")
 # TrainConfig fields that may change between a run and its resume without changing the result
 FREE_ON_RESUME = ("save_every", "num_workers", "compile", "device")
 
@@ -104,6 +105,9 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     clip_grad: float | None = None
     device: str = "auto"
+    optimizer: str = "adamw"  # adamw (MAE, ViT fine-tuning) or sgd (BoT ReID recipes)
+    momentum: float = 0.9  # sgd only
+    layer_decay: float | None = None  # BEiT/MAE layer-wise lr decay (needs group_matcher)
 
     def __post_init__(self) -> None:
         minimums = {
@@ -123,6 +127,10 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
         self.betas = tuple(self.betas)
 
@@ -175,14 +183,23 @@ def make_scheduler(
 
 def build_optimizer(
     method: PretrainMethod, cfg: TrainConfig, lr: float, device: torch.device
-) -> torch.optim.AdamW:
-    """AdamW over trainable parameters, biases and 1-D parameters (norms) without decay."""
+) -> torch.optim.Optimizer:
+    """AdamW or SGD over trainable parameters; biases and 1-D parameters (norms) without decay.
+
+    With ``layer_decay`` the groups come from timm's ``param_groups_layer_decay`` (the module
+    must define ``group_matcher``); their ``lr_scale`` is applied by timm's scheduler.
+    """
     for name, param in method.named_parameters():
         if name.startswith(method.frozen_prefixes) and param.requires_grad:
             raise ValueError(
                 f"{type(method).__name__}.{name} is under a frozen prefix but requires grad"
             )
-    groups = param_groups_weight_decay(method, cfg.weight_decay)  # skips requires_grad=False
+    if cfg.layer_decay is not None:
+        groups = param_groups_layer_decay(method, cfg.weight_decay, layer_decay=cfg.layer_decay)
+    else:
+        groups = param_groups_weight_decay(method, cfg.weight_decay)  # skips frozen params
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=device.type == "cuda")
 
 
@@ -247,12 +264,13 @@ class _Run:
         cfg: TrainConfig,
         out_dir: Path,
         config_snapshot: dict[str, Any] | None,
+        sampler: EpochShardSampler | None,
     ) -> None:
         self.env = init_distributed(cfg.device)
         self.method, self.dataset, self.cfg, self.out_dir = method, dataset, cfg, out_dir
         self.config_snapshot = config_snapshot
         self.checkpoint_path = out_dir / CHECKPOINT
-        self.sampler = EpochShardSampler(
+        self.sampler = sampler or EpochShardSampler(
             len(dataset), cfg.batch_size, cfg.accum_iter, self.env, cfg.seed
         )
         if cfg.epochs > 0 and self.sampler.steps_per_epoch == 0:
@@ -453,6 +471,7 @@ class _Run:
             self.save()
         if self.env.is_main:
             _write_log(self.out_dir / LOG_CSV, progress.log_rows)
+        if self.env.is_main and getattr(self.method, "exports_encoder", True):
             encoder = {"model": self.method.encoder_state_dict()}
             atomic_write(self.out_dir / ENCODER, lambda f: torch.save(encoder, f))
         final_loss = progress.log_rows[-1].get("loss") if progress.log_rows else None
@@ -466,15 +485,22 @@ def train(
     out_dir: str | Path,
     *,
     config_snapshot: dict[str, Any] | None = None,
+    sampler: EpochShardSampler | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``dataset``, writing checkpoint.pth, log.csv and encoder.pth.
+
+    ``method`` is any module with the :class:`PretrainMethod` interface (``model``,
+    ``forward(batch)``, ``on_step_end``, ``frozen_prefixes``); fine-tuning tasks set
+    ``exports_encoder = False``. ``sampler`` replaces the default shuffled order (e.g. the
+    P×K identity sampler); it needs ``set_epoch(epoch, skip_batches)``, ``batches_per_epoch``
+    and ``steps_per_epoch`` like :class:`EpochShardSampler`.
 
     Resumes from ``out_dir/checkpoint.pth`` when it exists; ``config_snapshot`` (the run's
     resolved config) is stored in the checkpoint and must match on resume. Raises
     :class:`Preempted` after a SIGTERM checkpoint, :class:`NonFiniteLossError` on a NaN/inf
     loss and :class:`ResumeMismatchError` when the checkpoint belongs to another configuration.
     """
-    return _Run(method, dataset, cfg, Path(out_dir), config_snapshot).run()
+    return _Run(method, dataset, cfg, Path(out_dir), config_snapshot, sampler).run()
 
 
 def bench_step(

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from cgdmae.data import read_manifest, read_pool
 from cgdmae.models import create_mae
-from cgdmae.pretrain.checkpoint import seed_everything
+from cgdmae.pretrain.checkpoint import seed_everything, set_aside_if_stale
 from cgdmae.pretrain.data import PretrainDataset, TeacherTargets
 from cgdmae.pretrain.engine import CHECKPOINT, ENCODER, LOG_CSV, TrainConfig, TrainResult, train
 from cgdmae.pretrain.methods import PretrainMethod, method_class
@@ -100,19 +99,7 @@ def run_pretraining(
 ) -> TrainResult:
     out_dir = Path(out_dir)
     work = out_dir / "work"
-    stale = work / CHECKPOINT
-    if stale.exists():
-        import torch
-
-        saved = torch.load(stale, map_location="cpu", weights_only=False).get("config")
-        if saved != spec:
-            aside = stale.with_name(f"checkpoint.stale-{int(time.time())}.pth")
-            os.replace(stale, aside)
-            log.warning(
-                "the config changed since %s was written: kept it as %s and start over",
-                stale,
-                aside,
-            )
+    set_aside_if_stale(work / CHECKPOINT, spec)
     seed_everything(seed)
     method = build_method(spec, teacher_dir)
     cached = TeacherTargets.load(targets) if targets else None

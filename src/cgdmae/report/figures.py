@@ -51,3 +51,30 @@ def loss_curves(logs: Mapping[str, str | Path]):
     grid.set_titles("{col_name}")
     grid.set_axis_labels("epoch", "pre-training loss")
     return grid.figure
+
+
+def ablation_plot(frame: pd.DataFrame, axis: str):
+    """Metric vs axis value, one panel per metric column (``frame``: value, metric, score)."""
+    sns.set_theme(context="paper", style="whitegrid")
+    grid = sns.relplot(
+        data=frame, x="value", y="score", col="metric", kind="line", marker="o",
+        facet_kws={"sharey": False}, height=2.4, aspect=1.1,
+    )  # fmt: skip
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels(axis, "score (%)")
+    return grid.figure
+
+
+def cmc_curves(frame: pd.DataFrame):
+    """CMC (matching rate vs rank) per run, one panel per ReID dataset.
+
+    ``frame``: run, dataset, rank, cmc (%).
+    """
+    sns.set_theme(context="paper", style="whitegrid")
+    grid = sns.relplot(
+        data=frame, x="rank", y="cmc", hue="run", col="dataset", kind="line",
+        height=2.6, aspect=1.2,
+    )  # fmt: skip
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("rank", "matching rate (%)")
+    return grid.figure

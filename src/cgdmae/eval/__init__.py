@@ -1,0 +1,1 @@
+"""Evaluation protocols: ReID (mAP, CMC, mINP, re-ranking), attributes, segmentation."""

@@ -1,0 +1,96 @@
+"""The fine-tuning backbone: a timm ViT initialised from a pre-training run's ``encoder.pth``.
+
+``encoder.pth`` holds the encoder in timm's ``VisionTransformer`` layout (MAE's key names), at
+the pre-training resolution. Fine-tuning usually runs at another one (MAE at 64 px, ReID at
+256×256 or 256×128), so the absolute position embedding is resampled from the pre-training
+patch grid to the fine-tuning grid with timm's ``resample_abs_pos_embed``; the grid has to be
+given explicitly because a non-square one cannot be guessed from the token count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+
+from cgdmae.models.mae import ENCODER_SIZES
+
+
+class EncoderMismatchError(ValueError):
+    """``encoder.pth`` does not fit the model the run is configured with."""
+
+
+def encoder_architecture(model_cfg: dict[str, Any]) -> dict[str, int]:
+    """embed_dim, depth and num_heads of a run's ``pretrain.model`` block (size + overrides)."""
+    dim, depth, heads = ENCODER_SIZES[model_cfg["size"]]
+    return {
+        "embed_dim": model_cfg.get("embed_dim") or dim,
+        "depth": model_cfg.get("depth") or depth,
+        "num_heads": model_cfg.get("num_heads") or heads,
+    }
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_vit(
+    encoder_path: str | Path,
+    model_cfg: dict[str, Any],
+    img_size: tuple[int, int],
+    drop_path_rate: float = 0.0,
+) -> VisionTransformer:
+    """A timm ViT (no head) at ``img_size`` with the encoder weights of ``encoder_path``.
+
+    ``model_cfg`` is the pre-training run's ``model`` block: it fixes the architecture and the
+    pre-training patch grid. A checkpoint of another width or depth fails with both named.
+    """
+    arch = encoder_architecture(model_cfg)
+    patch = model_cfg["patch_size"]
+    pretrain_grid = [s // patch for s in model_cfg["img_size"]]
+    vit = VisionTransformer(
+        img_size=tuple(img_size),
+        patch_size=patch,
+        num_classes=0,
+        drop_path_rate=drop_path_rate,
+        **arch,
+    )
+    state = torch.load(encoder_path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    if "pos_embed" not in state:
+        raise EncoderMismatchError(f"{encoder_path}: no 'pos_embed' key; not an encoder.pth")
+    width = state["pos_embed"].shape[-1]
+    if width != arch["embed_dim"]:
+        raise EncoderMismatchError(
+            f"{encoder_path}: embedding dimension {width}, but the run's model is configured "
+            f"with embed_dim {arch['embed_dim']} (pretrain.model.size={model_cfg['size']!r}, "
+            f"embed_dim={model_cfg.get('embed_dim')}); was the encoder trained with this config?"
+        )
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    if depth != arch["depth"]:
+        raise EncoderMismatchError(
+            f"{encoder_path}: {depth} transformer blocks, the configured model has "
+            f"{arch['depth']} (pretrain.model.depth)"
+        )
+    state = dict(state)
+    state["pos_embed"] = resample_abs_pos_embed(
+        state["pos_embed"],
+        new_size=list(vit.patch_embed.grid_size),
+        old_size=pretrain_grid,
+        num_prefix_tokens=1,
+    )
+    missing, unexpected = vit.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise EncoderMismatchError(
+            f"{encoder_path}: keys missing {missing[:5]}, unexpected {unexpected[:5]} "
+            "for a timm VisionTransformer"
+        )
+    return vit

@@ -1,0 +1,105 @@
+"""Test-time evaluation of a fine-tuned task with the standard protocols (``cgdmae.eval``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from cgdmae.eval.classification import attribute_metrics, top1_accuracy
+from cgdmae.eval.reid import compute_distmat, evaluate, evaluate_features, vehicleid_protocol
+from cgdmae.eval.rerank import re_ranking
+from cgdmae.eval.segmentation import SegmentationMeter
+from torch.utils.data import DataLoader
+
+from cgdmae.finetune.data import TaskData
+from cgdmae.finetune.tasks import FinetuneTask
+
+MetricDict = dict[str, Any]
+CMC_RANKS = 20  # CMC points kept in metrics.json for the curves
+
+
+@torch.no_grad()
+def predict_all(module: FinetuneTask, loader: DataLoader, device: torch.device) -> Any:
+    """Concatenate ``module.predict`` over a loader (tensors, or dicts of tensors)."""
+    outputs = []
+    for batch in loader:
+        outputs.append(module.predict(batch["image"].to(device, non_blocking=True)))
+    if isinstance(outputs[0], dict):
+        return {k: torch.cat([o[k] for o in outputs]).float().cpu() for k in outputs[0]}
+    return torch.cat(outputs).float().cpu()
+
+
+def _ids(records: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([r.pid for r in records]), np.array([r.camid for r in records])
+
+
+def reid_metrics(
+    query: torch.Tensor, gallery: torch.Tensor, q: list[Any], g: list[Any], spec: dict[str, Any]
+) -> MetricDict:
+    """mAP, CMC and mINP; with ``rerank`` the k-reciprocal distances (needs full matrices)."""
+    (q_pids, q_cams), (g_pids, g_cams) = _ids(q), _ids(g)
+    if not spec["rerank"]:
+        result = evaluate_features(query, gallery, q_pids, g_pids, q_cams, g_cams)
+    else:
+        distances = re_ranking(
+            compute_distmat(query, gallery),
+            compute_distmat(query, query),
+            compute_distmat(gallery, gallery),
+        )
+        result = evaluate(distances, q_pids, g_pids, q_cams, g_cams)
+    metrics = {k: float(result[k]) for k in ("mAP", "mINP", "rank1", "rank5", "rank10")}
+    return metrics | {"cmc": [float(v) for v in result["cmc"][:CMC_RANKS]]}
+
+
+def evaluate_task(
+    task: str,
+    module: FinetuneTask,
+    data: TaskData,
+    loader: Callable[[list[Any]], DataLoader],
+    spec: dict[str, Any],
+    device: torch.device,
+    seed: int,
+) -> MetricDict:
+    """Metrics per test protocol: ``{protocol: {metric: value}}`` (fractions in [0, 1])."""
+    metrics: MetricDict = {}
+    for name, test in data.test.items():
+        if task == "reid":
+            query, gallery = test
+            if query:
+                features = predict_all(module, loader([*query, *gallery]), device)
+                metrics[name] = reid_metrics(
+                    features[: len(query)], features[len(query) :], query, gallery, spec
+                )
+            else:  # VehicleID: the protocol draws query/gallery itself, 10 times
+                features = predict_all(module, loader(gallery), device)
+                result = vehicleid_protocol(features, _ids(gallery)[0], repeats=10, seed=seed)
+                metrics[name] = {k: float(v) for k, v in result.items()}
+        elif task == "var":
+            logits = predict_all(module, loader(test), device)
+            metrics[name] = {
+                attribute: attribute_metrics(
+                    logits[attribute],
+                    torch.tensor([getattr(r, attribute) for r in test]),
+                    logits[attribute].shape[1],
+                )
+                for attribute in ("color", "type")
+            }
+            for key in ("mA", "accuracy", "f1"):
+                metrics[name][key] = float(
+                    np.mean([metrics[name][a][key] for a in ("color", "type")])
+                )
+        elif task == "vfr":
+            logits = predict_all(module, loader(test), device)
+            labels = torch.tensor([r.label for r in test])
+            metrics[name] = {"top1": float(top1_accuracy(logits, labels))}
+        else:
+            meter = SegmentationMeter(data.num_classes["classes"])
+            with torch.no_grad():
+                for batch in loader(test):
+                    logits = module.predict(batch["image"].to(device))
+                    meter.update(logits.argmax(1).cpu(), batch["mask"])
+            result = meter.compute()
+            metrics[name] = {"mIoU": float(result["mIoU"]), "mAcc": float(result["mAcc"])}
+    return metrics

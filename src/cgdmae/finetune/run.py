@@ -1,0 +1,135 @@
+"""One fine-tuning job: (pre-training run, task, dataset) → ``metrics.json``.
+
+Training goes through the pre-training engine (same resume, SIGTERM checkpoint and log.csv)
+in ``<out>/work/``, which Snakemake does not declare, so a retried job resumes. The metrics
+file records what produced it: the task config, the encoder's SHA-256, the image counts and
+the wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from cgdmae.finetune.backbone import file_sha256, load_vit
+from cgdmae.finetune.data import TaskData, make_dataset, task_data
+from cgdmae.finetune.evaluate import evaluate_task
+from cgdmae.finetune.tasks import AttributeTask, ClassifyTask, FinetuneTask, ReidTask, SegmentTask
+from cgdmae.pretrain.checkpoint import seed_everything, set_aside_if_stale
+from cgdmae.pretrain.engine import CHECKPOINT, TrainConfig, train
+from cgdmae.pretrain.teacher import write_json
+
+log = logging.getLogger(__name__)
+
+
+def build_task(task: str, data: TaskData, spec: dict[str, Any], backbone) -> FinetuneTask:
+    if task == "reid":
+        return ReidTask(
+            backbone,
+            data.num_classes["ids"],
+            label_smoothing=spec["label_smoothing"],
+            triplet_margin=spec["triplet_margin"],
+        )
+    if task == "var":
+        return AttributeTask(backbone, data.num_classes["color"], data.num_classes["type"])
+    if task == "vfr":
+        return ClassifyTask(backbone, data.num_classes["classes"], spec["pool"])
+    return SegmentTask(backbone, data.num_classes["classes"])
+
+
+def finetune_config(spec: dict[str, Any], seed: int) -> TrainConfig:
+    return TrainConfig(
+        epochs=spec["epochs"],
+        batch_size=spec["batch_size"],
+        lr=spec["lr"],
+        min_lr=spec["min_lr"],
+        warmup_epochs=spec["warmup_epochs"],
+        weight_decay=spec["weight_decay"],
+        optimizer=spec["optimizer"],
+        betas=(0.9, 0.999),
+        layer_decay=spec["layer_decay"],
+        save_every=spec["save_every"],
+        seed=seed,
+        num_workers=spec["num_workers"],
+        precision=spec["precision"],
+    )
+
+
+def run_finetune(
+    task: str,
+    dataset: dict[str, Any],
+    encoder: str | Path,
+    model_cfg: dict[str, Any],
+    spec: dict[str, Any],
+    out: str | Path,
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fine-tune ``encoder`` on ``dataset`` for ``task``, evaluate, write ``out`` (metrics.json)."""
+    from cgdmae.data import RandomIdentitySampler
+
+    started = time.time()
+    out = Path(out)
+    work = out.parent / "work"
+    size = tuple(spec["img_size"])
+    data = task_data(task, dataset, spec.get("num_classes"))
+    snapshot = {"task": task, "dataset": dataset, "model": model_cfg, "spec": spec}
+    set_aside_if_stale(work / CHECKPOINT, snapshot)
+    seed_everything(seed)
+    backbone = load_vit(encoder, model_cfg, size, spec["drop_path"])
+    module = build_task(task, data, spec, backbone)
+    cfg = finetune_config(spec, seed)
+    sampler = None
+    if task == "reid":
+        k = spec["instances"]
+        if spec["batch_size"] % k:
+            raise ValueError(
+                f"finetune.reid.batch_size={spec['batch_size']} is not a multiple of "
+                f"instances={k} (a batch is P ids × K images)"
+            )
+        pids = [r.label for r in data.train]
+        sampler = RandomIdentitySampler(pids, spec["batch_size"] // k, k, seed)
+    result = train(
+        module,
+        make_dataset(task, data.train, size, spec),
+        cfg,
+        work,
+        config_snapshot=snapshot,
+        sampler=sampler,
+    )
+    device = next(module.parameters()).device
+    module.eval()
+
+    def loader(records: list[Any]) -> DataLoader:
+        return DataLoader(
+            make_dataset(task, records, size, None),
+            batch_size=spec["eval_batch_size"],
+            num_workers=spec["num_workers"],
+        )
+
+    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        metrics = evaluate_task(task, module, data, loader, spec, device, seed)
+    record = {
+        "task": task,
+        "dataset": dataset,
+        "metrics": metrics,
+        "config": spec,
+        "model": model_cfg,
+        "encoder": str(encoder),
+        "encoder_sha256": file_sha256(encoder),
+        "num_train": len(data.train),
+        "num_test": data.num_test,
+        "epochs": result.epochs_run,
+        "final_loss": result.final_loss,
+        "seed": seed,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    write_json(out, record)
+    log.info("%s on %s: %s", task, dataset["path"], metrics)
+    return record

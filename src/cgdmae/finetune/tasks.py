@@ -1,0 +1,220 @@
+"""Fine-tuning tasks as modules the training engine can drive (``cgdmae.pretrain.engine``).
+
+Each task owns ``self.model`` (the ViT backbone plus its heads, saved as the checkpoint's
+``model``), returns its loss terms from ``forward(batch)`` and predicts with ``predict``. The
+engine gives them the same resume, SIGTERM checkpoint and logging as pre-training.
+
+- ReID: BoT/TransReID baseline. CLS feature → BNNeck (BatchNorm1d, bias frozen) → bias-free
+  classifier; cross-entropy (optional label smoothing) on the logits plus batch-hard triplet
+  (margin, or soft margin when ``margin`` is None) on the feature before the BN. The test
+  feature is the one before the BN.
+- VAR: a colour head and a type head on the CLS feature; records with an unknown label (-1)
+  are ignored by the loss.
+- VFR: a linear classifier on the CLS (or mean-pooled patch) feature, full fine-tuning.
+- VPS: a 2-layer conv head on the patch-token grid (3×3 conv, BN, ReLU, 1×1 conv to the
+  classes), upsampled bilinearly to the mask size; cross-entropy with ignore index 255.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+IGNORE_INDEX = 255
+
+
+def batch_hard_triplet(
+    features: torch.Tensor, pids: torch.Tensor, margin: float | None
+) -> torch.Tensor:
+    """Hermans et al.'s batch-hard triplet loss on Euclidean distances.
+
+    For each anchor the farthest positive and the closest negative; hinge with ``margin``, or
+    softplus (soft margin) when ``margin`` is None.
+    """
+    dist = torch.cdist(features.float(), features.float())
+    same = pids[:, None] == pids[None, :]
+    hardest_positive = dist.masked_fill(~same, float("-inf")).amax(1)
+    hardest_negative = dist.masked_fill(same, float("inf")).amin(1)
+    gap = hardest_positive - hardest_negative
+    if margin is None:
+        return F.softplus(gap).mean()
+    return F.relu(gap + margin).mean()
+
+
+def cls_feature(vit: VisionTransformer, images: torch.Tensor, pool: str = "token") -> torch.Tensor:
+    """The final-norm CLS token, or the mean of the patch tokens (``pool='avg'``)."""
+    tokens = vit.forward_features(images)
+    return tokens[:, 0] if pool == "token" else tokens[:, vit.num_prefix_tokens :].mean(1)
+
+
+class FinetuneTask(nn.Module):
+    """The engine interface, fine-tuning side: nothing frozen, nothing exported."""
+
+    frozen_prefixes: ClassVar[tuple[str, ...]] = ()
+    exports_encoder: ClassVar[bool] = False
+    model: nn.Module
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """No EMA or momentum schedule when fine-tuning."""
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's ViT layer grouping under ``model.backbone.``, for layer-wise lr decay.
+
+        Heads match no group, so timm puts them in the last one (lr scale 1).
+        """
+        prefix = r"^model\.backbone\."
+        return {
+            "stem": prefix + r"(cls_token|pos_embed|patch_embed)",
+            "blocks": [(prefix + r"blocks\.(\d+)", None), (prefix + r"norm", (99999,))],
+        }
+
+
+class ReidNet(nn.Module):
+    def __init__(self, backbone: VisionTransformer, num_classes: int):
+        super().__init__()
+        dim = backbone.embed_dim
+        self.backbone = backbone
+        self.bottleneck = nn.BatchNorm1d(dim)
+        self.bottleneck.bias.requires_grad_(False)  # BNNeck: no shift before the classifier
+        self.classifier = nn.Linear(dim, num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature = cls_feature(self.backbone, images)
+        return feature, self.classifier(self.bottleneck(feature))
+
+
+class ReidTask(FinetuneTask):
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        num_classes: int,
+        *,
+        label_smoothing: float = 0.1,
+        triplet_margin: float | None = None,
+        triplet_weight: float = 1.0,
+    ):
+        super().__init__()
+        self.model = ReidNet(backbone, num_classes)
+        self.label_smoothing = label_smoothing
+        self.triplet_margin = triplet_margin
+        self.triplet_weight = triplet_weight
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        feature, logits = self.model(batch["image"])
+        ce = F.cross_entropy(logits.float(), batch["label"], label_smoothing=self.label_smoothing)
+        triplet = batch_hard_triplet(feature, batch["label"], self.triplet_margin)
+        accuracy = (logits.argmax(1) == batch["label"]).float().mean()
+        return {
+            "loss": ce + self.triplet_weight * triplet,
+            "ce": ce,
+            "triplet": triplet,
+            "acc": accuracy,
+        }
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The test feature: before the BNNeck (L2-normalised by the distance)."""
+        return cls_feature(self.model.backbone, images)
+
+
+class AttributeNet(nn.Module):
+    def __init__(self, backbone: VisionTransformer, num_colors: int, num_types: int):
+        super().__init__()
+        self.backbone = backbone
+        self.color_head = nn.Linear(backbone.embed_dim, num_colors)
+        self.type_head = nn.Linear(backbone.embed_dim, num_types)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        feature = cls_feature(self.backbone, images)
+        return {"color": self.color_head(feature), "type": self.type_head(feature)}
+
+
+class AttributeTask(FinetuneTask):
+    """VAR: colour and type; the loss is the sum of both cross-entropies."""
+
+    attributes = ("color", "type")
+
+    def __init__(self, backbone: VisionTransformer, num_colors: int, num_types: int):
+        super().__init__()
+        self.model = AttributeNet(backbone, num_colors, num_types)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        logits = self.model(batch["image"])
+        terms = {
+            name: F.cross_entropy(logits[name].float(), batch[name], ignore_index=-1)
+            for name in self.attributes
+        }
+        return {"loss": sum(terms.values()), **terms}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(images)
+
+
+class ClassifierNet(nn.Module):
+    def __init__(self, backbone: VisionTransformer, num_classes: int, pool: str):
+        super().__init__()
+        self.backbone, self.pool = backbone, pool
+        self.head = nn.Linear(backbone.embed_dim, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(cls_feature(self.backbone, images, self.pool))
+
+
+class ClassifyTask(FinetuneTask):
+    """VFR: fine-grained make/model classification."""
+
+    def __init__(self, backbone: VisionTransformer, num_classes: int, pool: str = "token"):
+        super().__init__()
+        self.model = ClassifierNet(backbone, num_classes, pool)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        logits = self.model(batch["image"])
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        return {"loss": loss, "acc": (logits.argmax(1) == batch["label"]).float().mean()}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+class SegmenterNet(nn.Module):
+    def __init__(self, backbone: VisionTransformer, num_classes: int):
+        super().__init__()
+        dim = backbone.embed_dim
+        self.backbone = backbone
+        self.head = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+            nn.BatchNorm2d(dim),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim, num_classes, 1),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.backbone.forward_features(images)[:, self.backbone.num_prefix_tokens :]
+        h, w = self.backbone.patch_embed.grid_size
+        grid = tokens.transpose(1, 2).reshape(len(images), -1, h, w)
+        logits = self.head(grid)
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SegmentTask(FinetuneTask):
+    """VPS: per-pixel part classes, 255 ignored."""
+
+    def __init__(self, backbone: VisionTransformer, num_classes: int):
+        super().__init__()
+        self.model = SegmenterNet(backbone, num_classes)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        logits = self.model(batch["image"])
+        loss = F.cross_entropy(logits.float(), batch["mask"], ignore_index=IGNORE_INDEX)
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)

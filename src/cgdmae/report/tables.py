@@ -1,0 +1,157 @@
+"""Result tables from ``metrics.json`` files: runs × tasks, and one table per ablation.
+
+Every number comes from a metrics file; the tables are rendered by jinja2 templates in
+``paper/templates/`` into booktabs LaTeX (best value per column in bold) and Markdown. Several
+metric files for one cell (seeds) give mean ± std.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+TEMPLATES = Path(__file__).resolve().parents[3] / "paper" / "templates"
+DATASET_NAMES = {
+    "veri776": "VeRi-776",
+    "vehicleid": "VehicleID",
+    "veriwild": "VERI-Wild",
+    "market1501": "Market-1501",
+    "vfr": "VFR",
+    "vps": "VPS",
+}
+# the headline metrics of each task: (metric key, column label)
+HEADLINE = {
+    "reid": [("mAP", "mAP"), ("rank1", "R1")],
+    "var": [("mA", "mA")],
+    "vfr": [("top1", "top-1")],
+    "vps": [("mIoU", "mIoU")],
+}
+TASK_NAMES = {"reid": "ReID", "var": "VAR", "vfr": "VFR", "vps": "VPS"}
+
+
+@dataclass(frozen=True)
+class Column:
+    task: str
+    dataset: str
+    metric: str
+    label: str
+
+    def value(self, record: Mapping[str, Any]) -> float:
+        """The metric from the dataset's first protocol (VeRi: test; VehicleID: the 800 list)."""
+        protocols = record["metrics"]
+        first = protocols[next(iter(protocols))]
+        if self.metric == "mAP" and self.metric not in first:  # VehicleID: rank-based only
+            return math.nan
+        return 100 * float(first[self.metric])
+
+
+@dataclass
+class Table:
+    caption: str
+    row_header: str
+    columns: list[Column]
+    rows: list[tuple[str, list[list[float]]]]  # label, per column the values over seeds
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    def cells(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Formatted cells with the best mean per column flagged."""
+        means = np.array(
+            [[np.mean(v) if v else math.nan for v in values] for _, values in self.rows]
+        )
+        best = [
+            np.nanmax(means[:, c]) if not np.all(np.isnan(means[:, c])) else math.nan
+            for c in range(len(self.columns))
+        ]
+        out = []
+        for r, (label, values) in enumerate(self.rows):
+            row = []
+            for c, samples in enumerate(values):
+                mean = means[r, c]
+                if math.isnan(mean):
+                    row.append({"text": "–", "best": False})
+                    continue
+                text = f"{mean:.1f}"
+                if len(samples) > 1:
+                    text += f" ± {np.std(samples, ddof=1):.1f}"
+                row.append({"text": text, "best": bool(np.isclose(mean, best[c]))})
+            out.append((label, row))
+        return out
+
+
+def columns_for(tasks: Iterable[tuple[str, str]]) -> list[Column]:
+    columns = []
+    for task, dataset in tasks:
+        name = DATASET_NAMES.get(dataset, dataset)
+        prefix = f"{name} " if task == "reid" else f"{TASK_NAMES[task]} "
+        for metric, label in HEADLINE[task]:
+            if task == "reid" and dataset == "vehicleid" and metric == "mAP":
+                label, metric = "R5", "rank5"
+            columns.append(Column(task, dataset, metric, prefix + label))
+    return columns
+
+
+def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def metric_path(run: str, task: str, dataset: str) -> str:
+    return f"results/finetune/{run}/{task}/{dataset}/metrics.json"
+
+
+def build_table(
+    caption: str,
+    row_header: str,
+    rows: Sequence[tuple[str, str]],
+    tasks: Sequence[tuple[str, str]],
+    records: Mapping[str, list[dict[str, Any]]],
+) -> Table:
+    """``rows``: (label, run); ``records``: metrics.json contents by path (one per seed)."""
+    columns = columns_for(tasks)
+    body = []
+    for label, run in rows:
+        values = [
+            [c.value(r) for r in records.get(metric_path(run, c.task, c.dataset), [])]
+            for c in columns
+        ]
+        body.append((label, [[v for v in vs if not math.isnan(v)] for vs in values]))
+    return Table(caption, row_header, columns, body)
+
+
+def latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
+                          ("#", r"\#"), ("±", r"$\pm$"), ("–", "--"), ("×", r"$\times$")):  # fmt: skip
+        text = text.replace(char, escaped)
+    return text
+
+
+def render(table: Table, kind: str) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["tex"] = latex_escape
+    return env.get_template(f"table.{kind}.j2").render(table=table, cells=table.cells())
+
+
+def write_table(table: Table, stem: str | Path) -> list[Path]:
+    """``stem``.tex and ``stem``.md, each written to a temp file and renamed."""
+    written = []
+    for kind in ("tex", "md"):
+        path = Path(stem).with_suffix(f".{kind}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(render(table, kind))
+        os.replace(tmp, path)
+        written.append(path)
+    return written

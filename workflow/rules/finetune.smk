@@ -1,0 +1,33 @@
+"""Downstream fine-tuning: every run's encoder on every configured (task, dataset).
+
+As in pre-training, the resumable state lives in an undeclared work/ directory next to
+metrics.json, so a preempted job resumes on retry.
+"""
+
+
+rule finetune:
+    input:
+        encoder="results/pretrain/{run}/encoder.pth",
+        data=lambda wildcards: dataset_root(wildcards.dataset),
+    output:
+        "results/finetune/{run}/{task}/{dataset}/metrics.json",
+    log:
+        "logs/finetune/{run}/{task}/{dataset}.log",
+    wildcard_constraints:
+        task="|".join(TASKS),
+    threads: 2
+    resources:
+        gpu=config["finetune"]["gpus"],
+        runtime=config["finetune"]["runtime"],
+    params:
+        spec=lambda wildcards: finetune_spec(wildcards.task),
+        model=lambda wildcards: run_spec(config, wildcards.run)["model"],
+        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
+        seed=config["seed"],
+    script:
+        "../scripts/finetune.py"
+
+
+rule finetune_all:
+    input:
+        finetune_targets(all_runs(config)),

@@ -1,0 +1,22 @@
+"""Fine-tune one run's encoder on one task and dataset; exit 75 after a SIGTERM checkpoint."""
+
+import sys
+
+from cgdmae.finetune.run import run_finetune
+from cgdmae.pretrain.engine import EXIT_PREEMPTED, Preempted
+from cgdmae.workflow import rule_logging
+
+with rule_logging(snakemake.log[0]) as log:
+    try:
+        run_finetune(
+            snakemake.wildcards.task,
+            snakemake.params.dataset,
+            snakemake.input.encoder,
+            snakemake.params.model,
+            snakemake.params.spec,
+            snakemake.output[0],
+            seed=snakemake.params.seed,
+        )
+    except Preempted as exc:
+        log.warning("%s", exc)
+        sys.exit(EXIT_PREEMPTED)

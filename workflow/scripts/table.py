@@ -1,0 +1,18 @@
+"""One results table (LaTeX + Markdown) from the metrics.json files it depends on."""
+
+from cgdmae.report.provenance import provenance
+from cgdmae.report.tables import build_table, load_records, write_table
+from cgdmae.workflow import rule_logging
+
+with rule_logging(snakemake.log[0]) as log:
+    records = dict(zip(snakemake.input, ([r] for r in load_records(snakemake.input)), strict=True))
+    table = build_table(
+        snakemake.params.caption,
+        snakemake.params.row_header,
+        snakemake.params.rows,
+        snakemake.params.tasks,
+        records,
+    )
+    records_flat = [r for rs in records.values() for r in rs]
+    table.provenance = provenance(snakemake.config, snakemake.params.config_files, records_flat)
+    log.info("wrote %s", write_table(table, snakemake.output.tex.removesuffix(".tex")))
