@@ -26,3 +26,4 @@ rule all:
         "results/figures/pretrain_loss.png",
         finetune_targets(all_runs(config)),
         rules.tables.input,
+        rules.figures.input,

@@ -97,3 +97,45 @@ def test_cgd_mae_run_needs_a_known_teacher():
     config["runs"] = {"cgd_mae": {"method": "cgd_mae"}}
     with pytest.raises(ConfigError, match=r"runs\.cgd_mae: pretrain\.distill\.teacher.*clip_small"):
         validate_config(config, SCHEMA)
+
+
+def test_ablation_naming_a_missing_run():
+    config = default_config()
+    config["ablations"] = {"mask": {"base": "cgd_mea", "axis": "mask_ratio", "values": [0.9]}}
+    with pytest.raises(ConfigError, match=r"ablations\.mask\.base.*'cgd_mea' is not in runs"):
+        validate_config(config, SCHEMA)
+
+
+def test_ablation_axis_must_be_a_pretrain_key():
+    config = default_config()
+    config["ablations"] = {"mask": {"base": "cgd_mae", "axis": "mask_rato", "values": [0.9]}}
+    with pytest.raises(
+        ConfigError, match=r"ablations\.mask\.axis.*'mask_rato' is not a pretrain key"
+    ):
+        validate_config(config, SCHEMA)
+
+
+def test_ablation_value_of_the_wrong_type_names_the_ablation():
+    config = default_config()
+    config["ablations"] = {"mask": {"base": "cgd_mae", "axis": "mask_ratio", "values": [2.0]}}
+    with pytest.raises(ConfigError, match=r"ablations\.cgd_mae.*mask_ratio"):
+        validate_config(config, SCHEMA)
+
+
+def test_ablation_expands_into_named_runs_and_reuses_the_base():
+    from cgdmae.config import ablation_runs, all_runs, run_spec
+
+    config = default_config()
+    config["ablations"] = {"mask": {"base": "cgd_mae", "axis": "mask_ratio", "values": [0.75, 0.9]}}
+    validate_config(config, SCHEMA)
+    assert ablation_runs(config, "mask") == [(0.75, "cgd_mae"), (0.9, "cgd_mae@mask_ratio=0.9")]
+    assert "cgd_mae@mask_ratio=0.9" in all_runs(config)
+    spec = run_spec(config, "cgd_mae@mask_ratio=0.9")
+    assert spec["mask_ratio"] == 0.9 and spec["method"] == "cgd_mae"
+
+
+def test_finetune_dataset_of_the_wrong_format_is_named():
+    config = default_config()
+    config["finetune"]["vps"]["datasets"] = ["veri776"]
+    with pytest.raises(ConfigError, match=r"finetune\.vps\.datasets\.0.*format veri776"):
+        validate_config(config, SCHEMA)

@@ -13,6 +13,8 @@ from cgdmae.config import (
 )
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
+PYTHON = sys.executable
+PAPER = Path(workflow.basedir) / "paper"
 
 validate_config(
     config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
@@ -120,3 +122,13 @@ def metrics_of(rows, tasks):
         for _, run in rows
         for task, dataset in tasks
     ]
+
+
+def cmc_tasks():
+    """ReID datasets with a query/gallery split, whose CMC curves are plotted (not VehicleID)."""
+    return [(t, d) for t, d in configured_tasks() if t == "reid" and d != "vehicleid"]
+
+
+def reconstruction_runs():
+    """Declared runs that trained a decoder (every method but scratch)."""
+    return [r for r in config["runs"] if run_spec(config, r)["method"] != "scratch"]

@@ -46,3 +46,87 @@ rule tables:
     input:
         "results/tables/main.tex",
         expand("results/tables/ablation_{name}.tex", name=config["ablations"]),
+
+
+rule figure_ablation:
+    input:
+        lambda wildcards: metrics_of(
+            ablation_rows(wildcards.name), ablation_tasks(wildcards.name)
+        ),
+    output:
+        pdf="results/figures/ablation_{name}.pdf",
+        png="results/figures/ablation_{name}.png",
+    log:
+        "logs/figures/ablation_{name}.log",
+    params:
+        axis=lambda wildcards: config["ablations"][wildcards.name]["axis"],
+        rows=lambda wildcards: ablation_rows(wildcards.name),
+        tasks=lambda wildcards: ablation_tasks(wildcards.name),
+    script:
+        "../scripts/ablation_figure.py"
+
+
+rule figure_cmc:
+    input:
+        metrics_of([(run, run) for run in config["runs"]], cmc_tasks()),
+    output:
+        pdf="results/figures/cmc.pdf",
+        png="results/figures/cmc.png",
+    log:
+        "logs/figures/cmc.log",
+    params:
+        keys=[(run, d) for run in config["runs"] for _, d in cmc_tasks()],
+    script:
+        "../scripts/cmc_figure.py"
+
+
+rule figure_reconstructions:
+    input:
+        checkpoints=expand(
+            "results/pretrain/{run}/checkpoint.pth", run=reconstruction_runs()
+        ),
+        images=dataset_root(config["pretrain"]["dataset"]),
+    output:
+        pdf="results/figures/reconstructions.pdf",
+        png="results/figures/reconstructions.png",
+    log:
+        "logs/figures/reconstructions.log",
+    params:
+        specs={run: run_spec(config, run) for run in reconstruction_runs()},
+        n_images=3,
+        seed=config["seed"],
+    script:
+        "../scripts/reconstructions_figure.py"
+
+
+rule figures:
+    input:
+        "results/figures/pretrain_loss.png",
+        "results/figures/synth_contact_sheet.png",
+        "results/figures/reconstructions.png",
+        expand("results/figures/ablation_{name}.png", name=config["ablations"]),
+        "results/figures/cmc.png" if cmc_tasks() else [],
+
+
+rule report:
+    input:
+        rules.tables.input,
+        rules.figures.input,
+        notebook=PAPER / "report.ipynb",
+    output:
+        "paper/report.html",
+    log:
+        "logs/report.log",
+    shell:
+        "CGDMAE_ROOT=$PWD {PYTHON} -m jupyter nbconvert --to html --execute --no-input"
+        " --output-dir=paper --output=report.html {input.notebook:q} > {log:q} 2>&1"
+
+
+rule paper:
+    input:
+        "paper/report.html",
+        tex=PAPER / "main.tex",
+    log:
+        "logs/paper.log",
+    script:
+        "../scripts/paper_pdf.py"

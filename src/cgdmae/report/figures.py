@@ -78,3 +78,27 @@ def cmc_curves(frame: pd.DataFrame):
     grid.set_titles("{col_name}")
     grid.set_axis_labels("rank", "matching rate (%)")
     return grid.figure
+
+
+def reconstructions(images: Mapping[str, tuple], n_images: int):
+    """MAE's picture: per run, the input, the masked input, the prediction and the prediction
+    with the visible patches pasted back. ``images[run] = (original, masked, pred, pasted)``,
+    each [N, 3, H, W] in [0, 1]."""
+    columns = ("input", "masked", "prediction", "prediction + visible")
+    runs = list(images)
+    fig, axes = plt.subplots(
+        len(runs) * n_images, 4, figsize=(4 * 1.3, len(runs) * n_images * 1.3), squeeze=False
+    )
+    for r, run in enumerate(runs):
+        for i in range(n_images):
+            for c, panel in enumerate(images[run]):
+                ax = axes[r * n_images + i, c]
+                ax.imshow(panel[i].permute(1, 2, 0).clamp(0, 1).numpy())
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r * n_images + i == 0:
+                    ax.set_title(columns[c], fontsize=7)
+                if c == 0:
+                    ax.set_ylabel(f"{run} #{i + 1}", fontsize=7)
+    fig.tight_layout(pad=0.2)
+    return fig

@@ -47,10 +47,7 @@ class Column:
     def value(self, record: Mapping[str, Any]) -> float:
         """The metric from the dataset's first protocol (VeRi: test; VehicleID: the 800 list)."""
         protocols = record["metrics"]
-        first = protocols[next(iter(protocols))]
-        if self.metric == "mAP" and self.metric not in first:  # VehicleID: rank-based only
-            return math.nan
-        return 100 * float(first[self.metric])
+        return 100 * float(protocols[next(iter(protocols))][self.metric])
 
 
 @dataclass
@@ -91,10 +88,10 @@ def columns_for(tasks: Iterable[tuple[str, str]]) -> list[Column]:
     for task, dataset in tasks:
         name = DATASET_NAMES.get(dataset, dataset)
         prefix = f"{name} " if task == "reid" else f"{TASK_NAMES[task]} "
-        for metric, label in HEADLINE[task]:
-            if task == "reid" and dataset == "vehicleid" and metric == "mAP":
-                label, metric = "R5", "rank5"
-            columns.append(Column(task, dataset, metric, prefix + label))
+        headline = HEADLINE[task]
+        if task == "reid" and dataset == "vehicleid":  # the protocol reports Rank-1 and Rank-5
+            headline = [("rank1", "R1"), ("rank5", "R5")]
+        columns += [Column(task, dataset, metric, prefix + label) for metric, label in headline]
     return columns
 
 
@@ -155,3 +152,28 @@ def write_table(table: Table, stem: str | Path) -> list[Path]:
         os.replace(tmp, path)
         written.append(path)
     return written
+
+
+def ablation_frame(table: Table) -> Any:
+    """Long format for the ablation plot: one row per (axis value, metric column, seed)."""
+    import pandas as pd
+
+    rows = []
+    for label, values in table.rows:
+        value = label.split("=", 1)[1]
+        for column, samples in zip(table.columns, values, strict=True):
+            rows += [{"value": value, "metric": column.label, "score": s} for s in samples]
+    return pd.DataFrame(rows)
+
+
+def cmc_frame(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> Any:
+    """CMC points of each (run, dataset) ReID record's first protocol, in %."""
+    import pandas as pd
+
+    rows = []
+    for (run, dataset), record in records.items():
+        first = next(iter(record["metrics"].values()))
+        for rank, value in enumerate(first.get("cmc", []), start=1):
+            rows.append({"run": run, "dataset": DATASET_NAMES.get(dataset, dataset),
+                         "rank": rank, "cmc": 100 * value})  # fmt: skip
+    return pd.DataFrame(rows)
