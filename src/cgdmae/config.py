@@ -147,8 +147,6 @@ def _check_references(config: Mapping[str, Any]) -> None:
                 )
     for name, ablation in config.get("ablations", {}).items():
         _require(config, "runs", ablation["base"], f"ablations.{name}.base")
-        spec = run_spec(config, ablation["base"])
-        set_dotted(spec, ablation["axis"], None, where=f"ablations.{name}.axis")
         for k, entry in enumerate(ablation["tasks"]):
             task, _, dataset = entry.partition("/")
             if dataset not in config.get("finetune", {}).get(task, {}).get("datasets", []):
@@ -170,19 +168,9 @@ def _check_references(config: Mapping[str, Any]) -> None:
 
 def set_dotted(spec: dict[str, Any], dotted: str, value: Any, *, where: str) -> None:
     """Set ``a.b.c`` in a nested dict, refusing keys the defaults do not have."""
-    node = spec
-    parts = dotted.split(".")
-    for depth, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            known = ", ".join(sorted(node)) if isinstance(node, dict) else "none (not a section)"
-            prefix = ".".join(parts[:depth]) or "pretrain"
-            raise ConfigError(
-                f"config key '{where}': {dotted!r} is not a pretrain key ({prefix} has: {known})"
-            )
-        if depth == len(parts) - 1:
-            node[part] = value
-        else:
-            node = node[part]
+    get_dotted(spec, dotted, where=where)
+    parent, _, leaf = dotted.rpartition(".")
+    (get_dotted(spec, parent, where=where) if parent else spec)[leaf] = value
 
 
 def ablation_run_name(base: str, axis: str, value: Any) -> str:
@@ -196,7 +184,8 @@ def ablation_runs(config: Mapping[str, Any], name: str) -> list[tuple[Any, str]]
     so a run shared by several tables is trained once."""
     ablation = config["ablations"][name]
     base, axis = ablation["base"], ablation["axis"]
-    base_value = get_dotted(run_spec(config, base), axis)
+    base_spec = _spec(config, base, config["runs"][base])
+    base_value = get_dotted(base_spec, axis, where=f"ablations.{name}.axis")
     return [
         (value, base if value == base_value else ablation_run_name(base, axis, value))
         for value in ablation["values"]
@@ -209,31 +198,39 @@ def all_runs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for name, ablation in config.get("ablations", {}).items():
         _require(config, "runs", ablation["base"], f"ablations.{name}.base")
         base = runs[ablation["base"]]
-        for value in ablation["values"]:
+        for value, run in ablation_runs(config, name):
             overrides = {**base.get("overrides", {}), ablation["axis"]: value}
-            runs.setdefault(
-                ablation_run_name(ablation["base"], ablation["axis"], value),
-                {"method": base["method"], "overrides": overrides},
-            )
+            runs.setdefault(run, {"method": base["method"], "overrides": overrides})
     return runs
 
 
-def get_dotted(spec: Mapping[str, Any], dotted: str) -> Any:
+def get_dotted(spec: Mapping[str, Any], dotted: str, *, where: str) -> Any:
+    """The value at ``a.b.c``; a key the spec does not have is named with the known ones."""
     node: Any = spec
-    for part in dotted.split("."):
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, Mapping) or part not in node:
+            known = ", ".join(sorted(node)) if isinstance(node, Mapping) else "none (not a section)"
+            prefix = ".".join(parts[:depth]) or "pretrain"
+            raise ConfigError(
+                f"config key '{where}': {dotted!r} is not a pretrain key ({prefix} has: {known})"
+            )
         node = node[part]
     return node
 
 
 def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     """The full pre-training spec of a run: ``pretrain`` defaults plus the run's overrides."""
-    import copy
-
     runs = all_runs(config)
     if run not in runs:
         known = ", ".join(sorted(runs)) or "none"
         raise ConfigError(f"config key 'runs': {run!r} is not a run (known: {known})")
-    declared = runs[run]
+    return _spec(config, run, runs[run])
+
+
+def _spec(config: Mapping[str, Any], run: str, declared: Mapping[str, Any]) -> dict[str, Any]:
+    import copy
+
     spec = copy.deepcopy(dict(config["pretrain"]))
     where = f"ablations ({run})" if "@" in run else f"runs.{run}.overrides"
     for dotted, value in declared.get("overrides", {}).items():

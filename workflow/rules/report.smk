@@ -75,7 +75,7 @@ rule figure_cmc:
     log:
         "logs/figures/cmc.log",
     params:
-        keys=[(run, d) for run in config["runs"] for _, d in cmc_tasks()],
+        run_datasets=[(run, d) for run in config["runs"] for _, d in cmc_tasks()],
     script:
         "../scripts/cmc_figure.py"
 
