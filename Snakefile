@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
@@ -27,3 +30,4 @@ rule all:
         finetune_targets(all_runs(config)),
         rules.tables.input,
         rules.figures.input,
+        "paper/report.html",

@@ -76,6 +76,7 @@ def test_run_overrides_are_merged_and_checked():
     from cgdmae.config import run_spec
 
     config = default_config()
+    config["ablations"] = {}
     config["runs"] = {"mae": {"method": "mae", "overrides": {"mask_ratio": 0.9, "model.depth": 2}}}
     validate_config(config, SCHEMA)
     spec = run_spec(config, "mae")
@@ -139,3 +140,14 @@ def test_finetune_dataset_of_the_wrong_format_is_named():
     config["finetune"]["vps"]["datasets"] = ["veri776"]
     with pytest.raises(ConfigError, match=r"finetune\.vps\.datasets\.0.*format veri776"):
         validate_config(config, SCHEMA)
+
+
+def test_paper_config_is_valid_and_holds_the_published_recipe():
+    from cgdmae.config import all_runs
+
+    config = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
+    spec = config["pretrain"]
+    assert spec["model"]["size"] == "base" and spec["model"]["img_size"] == [224, 224]
+    assert spec["epochs"] == 400 and spec["blr"] == 1.5e-4
+    assert spec["batch_size"] * spec["accum_iter"] * spec["gpus"] == 4096
+    assert "cgd_mae@mask_ratio=0.9" in all_runs(config)

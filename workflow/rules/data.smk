@@ -21,7 +21,11 @@ rule synthetic_dataset:
 
 rule contact_sheet:
     output:
-        "results/figures/synth_contact_sheet.png",
+        report(
+            "results/figures/synth_contact_sheet.png",
+            caption="../report/contact_sheet.rst",
+            category="Data",
+        ),
     log:
         "logs/figures/synth_contact_sheet.log",
     threads: 1

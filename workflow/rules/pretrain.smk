@@ -45,7 +45,11 @@ rule loss_curves:
         expand("results/pretrain/{run}/log.csv", run=config["runs"]),
     output:
         pdf="results/figures/pretrain_loss.pdf",
-        png="results/figures/pretrain_loss.png",
+        png=report(
+            "results/figures/pretrain_loss.png",
+            caption="../report/pretrain_loss.rst",
+            category="Pre-training",
+        ),
     log:
         "logs/figures/pretrain_loss.log",
     params:

@@ -6,7 +6,11 @@ rule table_main:
         metrics_of([(run, run) for run in config["runs"]], configured_tasks()),
     output:
         tex="results/tables/main.tex",
-        md="results/tables/main.md",
+        md=report(
+            "results/tables/main.md",
+            caption="../report/table_main.rst",
+            category="Tables",
+        ),
     log:
         "logs/tables/main.log",
     params:
@@ -26,7 +30,11 @@ rule table_ablation:
         ),
     output:
         tex="results/tables/ablation_{name}.tex",
-        md="results/tables/ablation_{name}.md",
+        md=report(
+            "results/tables/ablation_{name}.md",
+            caption="../report/table_ablation.rst",
+            category="Tables",
+        ),
     log:
         "logs/tables/ablation_{name}.log",
     params:
@@ -55,7 +63,11 @@ rule figure_ablation:
         ),
     output:
         pdf="results/figures/ablation_{name}.pdf",
-        png="results/figures/ablation_{name}.png",
+        png=report(
+            "results/figures/ablation_{name}.png",
+            caption="../report/figure_ablation.rst",
+            category="Ablations",
+        ),
     log:
         "logs/figures/ablation_{name}.log",
     params:
@@ -71,7 +83,11 @@ rule figure_cmc:
         metrics_of([(run, run) for run in config["runs"]], cmc_tasks()),
     output:
         pdf="results/figures/cmc.pdf",
-        png="results/figures/cmc.png",
+        png=report(
+            "results/figures/cmc.png",
+            caption="../report/figure_cmc.rst",
+            category="Downstream",
+        ),
     log:
         "logs/figures/cmc.log",
     params:
@@ -88,7 +104,11 @@ rule figure_reconstructions:
         images=dataset_root(config["pretrain"]["dataset"]),
     output:
         pdf="results/figures/reconstructions.pdf",
-        png="results/figures/reconstructions.png",
+        png=report(
+            "results/figures/reconstructions.png",
+            caption="../report/figure_reconstructions.rst",
+            category="Pre-training",
+        ),
     log:
         "logs/figures/reconstructions.log",
     params:
