@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
+include: "workflow/rules/curate.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/report.smk"
@@ -28,6 +29,10 @@ rule all:
         expand("results/pretrain/{run}/encoder.pth", run=all_runs(config)),
         "results/figures/pretrain_loss.png",
         finetune_targets(all_runs(config)),
+        expand(
+            "results/curation/{subset}/stats.json",
+            subset=config["curation"]["subsets"],
+        ),
         rules.tables.input,
         rules.figures.input,
         "paper/report.html",

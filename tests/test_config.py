@@ -96,6 +96,10 @@ def test_cgd_mae_run_needs_a_known_teacher():
     config = default_config()
     config["teachers"] = {}
     config["runs"] = {"cgd_mae": {"method": "cgd_mae"}}
+    config["ablations"] = {}
+    with pytest.raises(ConfigError, match=r"curation\.teacher.*'clip_small' is not in teachers"):
+        validate_config(config, SCHEMA)
+    config["curation"]["subsets"] = []
     with pytest.raises(ConfigError, match=r"runs\.cgd_mae: pretrain\.distill\.teacher.*clip_small"):
         validate_config(config, SCHEMA)
 

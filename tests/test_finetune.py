@@ -198,7 +198,9 @@ def test_task_rejects_a_dataset_it_cannot_read(data, tmp_path):
 def test_every_task_writes_its_metrics(data, tmp_path, task, name, expected):
     out = tmp_path / "metrics.json"
     spec = tiny_spec(epochs=1, batch_size=4 if task == "vps" else 8)
-    record = run_finetune(task, dataset(data, name), data / "encoder.pth", MODEL, spec, out, seed=3)
+    record = run_finetune(
+        task, dataset(data, name), data / "encoder.pth", MODEL, spec, out, seeds=(3,)
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(record))
     assert set(record["metrics"]) == set(expected)
     for protocol, keys in expected.items():
@@ -223,12 +225,12 @@ def test_finetuning_resumes_bit_exact_after_sigterm(data, tmp_path, monkeypatch)
         with pytest.raises(Preempted):
             run_finetune(*args, tmp_path / "cut/metrics.json")
     assert not (tmp_path / "cut/metrics.json").exists()
-    saved = torch.load(tmp_path / "cut/work/checkpoint.pth", weights_only=False)
+    saved = torch.load(tmp_path / "cut/work/seed0/checkpoint.pth", weights_only=False)
     assert saved["step"] == 2 and saved["epoch"] == 0
     resumed = run_finetune(*args, tmp_path / "cut/metrics.json")
     assert resumed["metrics"] == whole["metrics"] and resumed["final_loss"] == whole["final_loss"]
-    a = torch.load(tmp_path / "whole/work/checkpoint.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut/work/checkpoint.pth", weights_only=False)["model"]
+    a = torch.load(tmp_path / "whole/work/seed0/checkpoint.pth", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut/work/seed0/checkpoint.pth", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -236,3 +238,19 @@ def test_embedded_default_finetune_config_is_valid():
     config = yaml.safe_load((SCHEMA.parents[2] / "config/config.yaml").read_text())
     validate_config(config, SCHEMA)
     assert config["finetune"]["reid"]["datasets"] == ["veri776", "vehicleid"]
+
+
+def test_several_seeds_give_the_mean_and_each_seed(data, tmp_path):
+    from cgdmae.report.tables import build_table
+
+    spec = tiny_spec(epochs=1, batch_size=8)
+    out = tmp_path / "results/finetune/r/vfr/vfr/metrics.json"
+    record = run_finetune("vfr", dataset(data, "vfr"), data / "encoder.pth", MODEL, spec, out,
+                          seeds=(0, 1))  # fmt: skip
+    top1 = [record["per_seed"][s]["test"]["top1"] for s in ("0", "1")]
+    assert record["metrics"]["test"]["top1"] == pytest.approx(sum(top1) / 2)
+    table = build_table("c", "run", [("r", "r")], [("vfr", "vfr")],
+                        {"results/finetune/r/vfr/vfr/metrics.json": [record]})  # fmt: skip
+    ((_, [cell]),) = table.cells()
+    mean, std = 100 * sum(top1) / 2, 100 * abs(top1[0] - top1[1]) / 2**0.5
+    assert cell["text"] == f"{mean:.1f} ± {std:.1f}"

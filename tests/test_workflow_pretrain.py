@@ -78,7 +78,18 @@ def test_finetuning_tables_figures_and_report(built):
     assert "| mask_ratio=0.75 |" in mask and "| mask_ratio=0.5 |" in mask
     veri = json.loads((built / "results/finetune/mae/reid/veri776/metrics.json").read_text())
     assert f"{100 * veri['metrics']['test']['mAP']:.1f}" in mask  # the base row is the mae run
-    for figure in ("pretrain_loss", "reconstructions", "cmc", "ablation_mask", "ablation_lambda"):
+    curated = json.loads((built / "results/curation/curated_60/stats.json").read_text())
+    assert curated["selected"] == 60 and curated["pool_images"] == 120
+    assert (built / "results/pretrain/mae@dataset=curated_60/encoder.pth").exists()
+    assert "| dataset=random_60 |" in (built / "results/tables/ablation_data_scale.md").read_text()
+    for figure in (
+        "curation_curated_60",
+        "pretrain_loss",
+        "reconstructions",
+        "cmc",
+        "ablation_mask",
+        "ablation_lambda",
+    ):
         assert (built / f"results/figures/{figure}.png").stat().st_size > 5000
     html = (built / "paper/report.html").read_text()
     assert "Downstream results" in html and "VeRi-776 mAP" in html and "data:image/png" in html

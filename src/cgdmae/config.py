@@ -154,9 +154,24 @@ def _check_references(config: Mapping[str, Any]) -> None:
                     f"config key 'ablations.{name}.tasks.{k}': {entry!r} is not a configured "
                     "fine-tuning task/dataset (finetune.<task>.datasets)"
                 )
+    curation = config.get("curation", {})
+    if curation.get("subsets"):
+        _require(config, "datasets", curation["dataset"], "curation.dataset")
+        _require(config, "teachers", curation["teacher"], "curation.teacher")
+        if len(curation["sample_sizes"]) != len(curation["levels"]):
+            raise ConfigError(
+                f"config key 'curation.sample_sizes': {len(curation['sample_sizes'])} entries, "
+                f"one per level expected ({len(curation['levels'])} levels)"
+            )
+    images = {**config.get("datasets", {}), **dict.fromkeys(curation.get("subsets", []))}
     for run in all_runs(config):
         spec = run_spec(config, run)
-        _require(config, "datasets", spec["dataset"], f"runs.{run}: pretrain.dataset")
+        if spec["dataset"] not in images:
+            known = ", ".join(sorted(images))
+            raise ConfigError(
+                f"config key 'runs.{run}: pretrain.dataset': {spec['dataset']!r} is neither a "
+                f"dataset nor a curation subset (known: {known})"
+            )
         if spec["method"] == "cgd_mae":
             _require(
                 config,

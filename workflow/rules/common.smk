@@ -43,10 +43,17 @@ def teacher_inputs(name):
     return dataset_root(spec["dataset"]) if spec["source"] == "train" else []
 
 
+def image_source(name):
+    """A dataset's root, or a curation subset's manifest."""
+    if name in config["curation"]["subsets"]:
+        return f"results/curation/{name}/manifest.csv"
+    return dataset_root(name)
+
+
 def pretrain_inputs(wildcards):
     """Images, and for cgd_mae the teacher (and its cached targets when configured)."""
     spec = run_spec(config, wildcards.run)
-    inputs = {"images": dataset_root(spec["dataset"])}
+    inputs = {"images": image_source(spec["dataset"])}
     if spec["method"] == "cgd_mae":
         teacher = spec["distill"]["teacher"]
         inputs["teacher"] = f"results/teacher/{teacher}/model"

@@ -15,7 +15,7 @@ rule finetune:
         "logs/finetune/{run}/{task}/{dataset}.log",
     wildcard_constraints:
         task="|".join(TASKS),
-    threads: 2
+    threads: 1  # two jobs share a 2-core laptop better than one job on two threads
     resources:
         gpu=config["finetune"]["gpus"],
         runtime=config["finetune"]["runtime"],
@@ -23,7 +23,7 @@ rule finetune:
         spec=lambda wildcards: finetune_spec(wildcards.task),
         model=lambda wildcards: run_spec(config, wildcards.run)["model"],
         dataset=lambda wildcards: config["datasets"][wildcards.dataset],
-        seed=config["seed"],
+        seeds=config["seeds"],
     script:
         "../scripts/finetune.py"
 

@@ -124,6 +124,10 @@ rule figures:
         "results/figures/pretrain_loss.png",
         "results/figures/synth_contact_sheet.png",
         "results/figures/reconstructions.png",
+        expand(
+            "results/figures/curation_{subset}.png",
+            subset=config["curation"]["subsets"],
+        ),
         expand("results/figures/ablation_{name}.png", name=config["ablations"]),
         "results/figures/cmc.png" if cmc_tasks() else [],
 

@@ -22,7 +22,7 @@ rule teacher:
 rule teacher_targets:
     input:
         teacher="results/teacher/{teacher}/model",
-        images=lambda wildcards: dataset_root(wildcards.dataset),
+        images=lambda wildcards: image_source(wildcards.dataset),
     output:
         "results/teacher/{teacher}/targets/{dataset}.pt",
     log:

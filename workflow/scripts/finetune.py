@@ -15,7 +15,7 @@ with rule_logging(snakemake.log[0]) as log:
             snakemake.params.model,
             snakemake.params.spec,
             snakemake.output[0],
-            seed=snakemake.params.seed,
+            seeds=snakemake.params.seeds,
         )
     except Preempted as exc:
         log.warning("%s", exc)

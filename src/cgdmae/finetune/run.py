@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -21,7 +23,7 @@ from cgdmae.finetune.data import TaskData, make_dataset, task_data
 from cgdmae.finetune.evaluate import evaluate_task
 from cgdmae.finetune.tasks import AttributeTask, ClassifyTask, FinetuneTask, ReidTask, SegmentTask
 from cgdmae.pretrain.checkpoint import seed_everything, set_aside_if_stale
-from cgdmae.pretrain.engine import CHECKPOINT, TrainConfig, train
+from cgdmae.pretrain.engine import CHECKPOINT, TrainConfig, TrainResult, train
 from cgdmae.pretrain.teacher import write_json
 
 log = logging.getLogger(__name__)
@@ -60,30 +62,33 @@ def finetune_config(spec: dict[str, Any], seed: int) -> TrainConfig:
     )
 
 
-def run_finetune(
+def mean_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Element-wise mean of nested metric dicts (numbers and lists of numbers) over seeds."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: mean_metrics([r[k] for r in runs]) for k in first}
+    return np.mean(np.asarray(runs, dtype=float), axis=0).tolist()
+
+
+def finetune_once(
     task: str,
+    data: TaskData,
     dataset: dict[str, Any],
     encoder: str | Path,
     model_cfg: dict[str, Any],
     spec: dict[str, Any],
-    out: str | Path,
-    *,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Fine-tune ``encoder`` on ``dataset`` for ``task``, evaluate, write ``out`` (metrics.json)."""
+    work: Path,
+    seed: int,
+) -> tuple[dict[str, Any], TrainResult, torch.device]:
+    """Train one seed in ``work`` (resuming from its checkpoint) and evaluate it."""
     from cgdmae.data import RandomIdentitySampler
 
-    started = time.time()
-    out = Path(out)
-    work = out.parent / "work"
     size = tuple(spec["img_size"])
-    data = task_data(task, dataset, spec.get("num_classes"))
-    snapshot = {"task": task, "dataset": dataset, "model": model_cfg, "spec": spec}
+    snapshot = {"task": task, "dataset": dataset, "model": model_cfg, "spec": spec, "seed": seed}
     set_aside_if_stale(work / CHECKPOINT, snapshot)
     seed_everything(seed)
     backbone = load_vit(encoder, model_cfg, size, spec["drop_path"])
     module = build_task(task, data, spec, backbone)
-    cfg = finetune_config(spec, seed)
     sampler = None
     if task == "reid":
         k = spec["instances"]
@@ -94,14 +99,9 @@ def run_finetune(
             )
         pids = [r.label for r in data.train]
         sampler = RandomIdentitySampler(pids, spec["batch_size"] // k, k, seed)
-    result = train(
-        module,
-        make_dataset(task, data.train, size, spec),
-        cfg,
-        work,
-        config_snapshot=snapshot,
-        sampler=sampler,
-    )
+    train_set = make_dataset(task, data.train, size, spec)
+    result = train(module, train_set, finetune_config(spec, seed), work,
+                   config_snapshot=snapshot, sampler=sampler)  # fmt: skip
     device = next(module.parameters()).device
     module.eval()
 
@@ -114,22 +114,50 @@ def run_finetune(
 
     with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
         metrics = evaluate_task(task, module, data, loader, spec, device, seed)
+    return metrics, result, device
+
+
+def run_finetune(
+    task: str,
+    dataset: dict[str, Any],
+    encoder: str | Path,
+    model_cfg: dict[str, Any],
+    spec: dict[str, Any],
+    out: str | Path,
+    *,
+    seeds: Sequence[int] = (0,),
+) -> dict[str, Any]:
+    """Fine-tune ``encoder`` on ``dataset`` for ``task`` once per seed, evaluate, and write
+    ``out`` (metrics.json): the mean over seeds under ``metrics``, each seed's under
+    ``per_seed``."""
+    started = time.time()
+    out = Path(out)
+    data = task_data(task, dataset, spec.get("num_classes"))
+    per_seed, results = {}, []
+    for seed in seeds:
+        work = out.parent / "work" / f"seed{seed}"
+        metrics, result, device = finetune_once(
+            task, data, dataset, encoder, model_cfg, spec, work, seed
+        )
+        per_seed[str(seed)] = metrics
+        results.append(result)
     record = {
         "task": task,
         "dataset": dataset,
-        "metrics": metrics,
+        "metrics": mean_metrics(list(per_seed.values())),
+        "per_seed": per_seed,
+        "seeds": list(seeds),
         "config": spec,
         "model": model_cfg,
         "encoder": str(encoder),
         "encoder_sha256": file_sha256(encoder),
         "num_train": len(data.train),
         "num_test": data.num_test,
-        "epochs": result.epochs_run,
-        "final_loss": result.final_loss,
-        "seed": seed,
+        "epochs": results[0].epochs_run,
+        "final_loss": [r.final_loss for r in results],
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "wall_seconds": round(time.time() - started, 1),
     }
     write_json(out, record)
-    log.info("%s on %s: %s", task, dataset["path"], metrics)
+    log.info("%s on %s: %s", task, dataset["path"], record["metrics"])
     return record

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -101,4 +102,46 @@ def reconstructions(images: Mapping[str, tuple], n_images: int):
                 if c == 0:
                     ax.set_ylabel(f"{run} #{i + 1}", fontsize=7)
     fig.tight_layout(pad=0.2)
+    return fig
+
+
+def curation_figure(
+    stats_path: Path, manifest_path: Path, n_clusters: int = 6, per_cluster: int = 8
+):
+    """Left: finest-level cluster sizes (sorted) in the pool and in the subset. Right: sample
+    images of a few clusters, so one can see what a cluster means."""
+    import json
+
+    from PIL import Image
+
+    stats = json.loads(stats_path.read_text())
+    manifest = pd.read_csv(manifest_path)
+    before = sorted(stats["cluster_sizes_before"][0], reverse=True)
+    order = np.argsort(stats["cluster_sizes_before"][0])[::-1]
+    after = [stats["cluster_sizes_after"][0][c] for c in order]
+    sns.set_theme(context="paper", style="whitegrid")
+    fig = plt.figure(figsize=(10, 3.6))
+    ax = fig.add_axes((0.06, 0.14, 0.36, 0.76))
+    ranks = np.arange(1, len(before) + 1)
+    ax.bar(ranks, before, color="#c9d3e6", label="pool (after dedup)")
+    ax.bar(ranks, after, color="#3b6ea8", label=f"{stats['subset']}")
+    ax.set_xlabel("cluster (sorted by pool size)")
+    ax.set_ylabel("images")
+    ax.set_title(
+        f"{stats['selected']} of {stats['pool_images']} images; "
+        f"colour×type entropy {stats['entropy_selected']:.2f} (pool {stats['entropy_pool']:.2f})",
+        fontsize=8,
+    )
+    ax.legend(fontsize=7)
+    picks = order[np.linspace(0, len(order) - 1, n_clusters).astype(int)]
+    rng = np.random.default_rng(0)
+    for row, cluster in enumerate(picks):
+        members = manifest[manifest["level0"] == cluster]
+        sample = members.iloc[rng.permutation(len(members))[:per_cluster]]
+        for col, rel in enumerate(sample["path"]):
+            sub = fig.add_axes((0.46 + col * 0.066, 0.84 - row * 0.145, 0.062, 0.135))
+            with Image.open(manifest_path.parent / rel) as img:
+                sub.imshow(img.convert("RGB"))
+            sub.set_axis_off()
+        fig.text(0.455, 0.9 - row * 0.145, f"c{cluster}\nn={len(members)}", fontsize=6, ha="right")
     return fig

@@ -1,0 +1,1 @@
+"""Curation: embed the pool, remove near-duplicates, hierarchical k-means, balanced sampling."""

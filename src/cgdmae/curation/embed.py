@@ -1,0 +1,78 @@
+"""Embed the pool once, resumably: float16 chunks, then one .npy written atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from tqdm import tqdm
+
+from cgdmae.data import load_rgb
+
+log = logging.getLogger(__name__)
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # [B, 3, H, W] in [0, 1] -> [B, D]
+
+
+def teacher_encoder(model_dir: str | Path) -> tuple[Encoder, int]:
+    """The CLIP teacher's image tower (L2-normalised embeddings) and its input size."""
+    from cgdmae.pretrain.teacher import load_teacher
+
+    teacher = load_teacher(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
+    return teacher.encode_image, teacher.image_size
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def embed_images(
+    paths: Sequence[str | Path],
+    encode: Encoder,
+    image_size: int,
+    out: str | Path,
+    *,
+    batch_size: int = 256,
+    chunk_batches: int = 8,
+) -> np.ndarray:
+    """Embeddings [n, D] float16 of ``paths``, in order, written to ``out`` (.npy).
+
+    Work goes into ``<out>.partial/`` one chunk of ``chunk_batches`` batches at a time, each
+    chunk saved atomically; a killed job resumes from the chunks already there.
+    """
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    chunk = batch_size * chunk_batches
+    starts = range(0, len(paths), chunk)
+    device = next((p.device for p in getattr(encode, "__self__", torch.nn.Module()).parameters()),
+                  torch.device("cpu"))  # fmt: skip
+    for start in tqdm(starts, desc="embedding", unit="chunk", disable=None):
+        target = partial / f"{start:09d}.npy"
+        if target.exists():
+            continue
+        pieces = []
+        for offset in range(start, min(start + chunk, len(paths)), batch_size):
+            batch = [
+                TF.to_tensor(TF.resize(load_rgb(p), [image_size, image_size]))
+                for p in paths[offset : offset + batch_size]
+            ]
+            pieces.append(encode(torch.stack(batch).to(device)).float().cpu().numpy())
+        _save_npy(np.concatenate(pieces).astype(np.float16), target)
+    done = sorted(partial.glob("*.npy"))
+    if len(done) != len(starts):
+        raise RuntimeError(f"{partial}: {len(done)} chunks, expected {len(starts)}")
+    embeddings = np.concatenate([np.load(p) for p in done])
+    _save_npy(embeddings, out)
+    shutil.rmtree(partial)
+    log.info("embedded %d images into %s (%s)", len(paths), out, embeddings.shape)
+    return embeddings

@@ -1,0 +1,55 @@
+"""Curation: embed the pool once, then one subset per name (curated_N, random_N, full)."""
+
+
+rule curation_embed:
+    input:
+        images=lambda wildcards: dataset_root(wildcards.dataset),
+        teacher=f"results/teacher/{config['curation']['teacher']}/model",
+    output:
+        "results/curation/embeddings/{dataset}.npy",
+    log:
+        "logs/curation/embed_{dataset}.log",
+    threads: 2
+    resources:
+        gpu=config["curation"]["gpus"],
+        runtime=240,
+    params:
+        batch_size=config["curation"]["batch_size"],
+    script:
+        "../scripts/curate_embed.py"
+
+
+rule curation_subset:
+    input:
+        embeddings=f"results/curation/embeddings/{config['curation']['dataset']}.npy",
+        images=dataset_root(config["curation"]["dataset"]),
+    output:
+        manifest="results/curation/{subset}/manifest.csv",
+        stats="results/curation/{subset}/stats.json",
+    log:
+        "logs/curation/{subset}.log",
+    wildcard_constraints:
+        subset="|".join(config["curation"]["subsets"]) or "none",
+    threads: 2
+    params:
+        cfg=config["curation"],
+        seed=config["seed"],
+    script:
+        "../scripts/curate_subset.py"
+
+
+rule curation_figure:
+    input:
+        stats="results/curation/{subset}/stats.json",
+        manifest="results/curation/{subset}/manifest.csv",
+    output:
+        pdf="results/figures/curation_{subset}.pdf",
+        png=report(
+            "results/figures/curation_{subset}.png",
+            caption="../report/figure_curation.rst",
+            category="Curation",
+        ),
+    log:
+        "logs/figures/curation_{subset}.log",
+    script:
+        "../scripts/curation_figure.py"

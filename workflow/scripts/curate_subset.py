@@ -1,0 +1,20 @@
+"""One pre-training subset: manifest.csv (path, cluster ids, selected) and stats.json."""
+
+from pathlib import Path
+
+import numpy as np
+
+from cgdmae.curation.subsets import curate
+from cgdmae.data import read_pool
+from cgdmae.workflow import rule_logging
+
+with rule_logging(snakemake.log[0]) as log:
+    stats = curate(
+        snakemake.wildcards.subset,
+        read_pool(snakemake.input.images),
+        np.load(snakemake.input.embeddings),
+        snakemake.params.cfg,
+        Path(snakemake.output.manifest).parent,
+        seed=snakemake.params.seed,
+    )
+    log.info("%s", {k: v for k, v in stats.items() if not k.startswith("cluster_sizes")})
