@@ -6,12 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
+CONFIGFILE ?= config/config.yaml
 # torch is pinned to the release these machines serve from local wheels; pyproject allows a range.
 TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv demo test lint format clean-results
+.PHONY: venv demo test lint format clean-results pull push paper slurm-profile
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +25,7 @@ venv: $(STAMP)
 
 ## Run the whole Snakemake DAG on the embedded default (synthetic data, CPU).
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) all
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIGFILE) all
 
 ## Unit tests and workflow tests on tiny configs.
 test: $(STAMP)
@@ -40,6 +41,30 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests workflow/scripts
 	$(BIN)/ruff format src tests workflow/scripts
 	$(BIN)/snakefmt Snakefile workflow/rules
+
+## The paper's tables, figures and report (rebuilds only what is out of date).
+paper: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIGFILE) all paper
+
+## Fetch the artifacts from the DVC remote, then mark them up to date for Snakemake, so that
+## nothing already pulled (pre-training, fine-tuning) is run again. DVC_REMOTE=<url> points
+## the default remote elsewhere for this clone only (.dvc/config.local).
+pull: $(STAMP)
+	test -z "$(DVC_REMOTE)" || $(BIN)/dvc remote modify --local local url "$(DVC_REMOTE)"
+	$(BIN)/dvc pull
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIGFILE) --touch all
+
+push: $(STAMP)
+	test -z "$(DVC_REMOTE)" || $(BIN)/dvc remote modify --local local url "$(DVC_REMOTE)"
+	$(BIN)/dvc commit --force
+	$(BIN)/dvc push
+
+## Make `snakemake --profile slurm` find profiles/slurm (linked into the user's config dir).
+SNAKEMAKE_PROFILES ?= $(HOME)/.config/snakemake
+slurm-profile:
+	mkdir -p $(SNAKEMAKE_PROFILES)
+	ln -sfn $(abspath profiles/slurm) $(SNAKEMAKE_PROFILES)/slurm
+	@echo "installed: snakemake --profile slurm all  (edit profiles/slurm/config.yaml for your partition/account)"
 
 clean-results:
 	rm -rf results logs .snakemake

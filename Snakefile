@@ -36,3 +36,13 @@ rule all:
         rules.tables.input,
         rules.figures.input,
         "paper/report.html",
+
+
+rule data_all:
+    input:
+        synthetic_targets(),
+        expand("results/teacher/{teacher}/metrics.json", teacher=config["teachers"]),
+        expand(
+            "results/curation/{subset}/stats.json",
+            subset=config["curation"]["subsets"],
+        ),

@@ -2,12 +2,17 @@
 
 import csv
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import timm
 import torch
-from test_workflow_data import TINY, snakemake
+from test_workflow_data import ROOT, TINY, snakemake
 
 RUNS = ("scratch", "mae", "cgd_mae", "cgd_mae_online")
 
@@ -122,3 +127,44 @@ def test_single_table_schedules_only_its_own_jobs(tmp_path):
         "pretrain: run=mae",
         "pretrain: run=mae@mask_ratio=0.5",
     ], jobs
+
+
+def run(cmd, cwd, **kwargs):
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, f"{cmd}: {result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def test_dvc_pull_rebuilds_without_training(built, tmp_path):
+    """Push the tiny DAG's artifacts from one clone, pull them into a fresh one: `make pull`
+    then `snakemake all` schedules no pre-training or fine-tuning job; changing a pre-training
+    hyper-parameter afterwards does schedule that run."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@example.org"]
+    origin, fresh, remote = tmp_path / "origin", tmp_path / "fresh", tmp_path / "remote"
+    run(["git", "clone", "-q", str(ROOT), str(origin)], tmp_path)
+    shutil.copy(TINY, origin / "tiny.yaml")
+    (origin / "params.yaml").write_text("configfile: tiny.yaml\n")
+    for path in ("results", "paper/report.html"):
+        source, target = built / path, origin / path
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    make = ["make", f"VENV={bin_dir.parent}", "-o", f"{bin_dir.parent}/.installed",
+            "CONFIGFILE=tiny.yaml", f"DVC_REMOTE={remote}"]  # fmt: skip
+    run([*make, "push"], origin, env=env)
+    run([*git, "add", "-f", "dvc.lock", "params.yaml", "tiny.yaml"], origin)
+    run([*git, "commit", "-qm", "artifacts of the tiny config"], origin)
+    run(["git", "clone", "-q", str(origin), str(fresh)], tmp_path)
+    run([*make, "pull"], fresh, env=env)
+    assert (fresh / "results/pretrain/cgd_mae/encoder.pth").exists()
+    dry = run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", "-n", "all",
+               "paper/report.html"], fresh, env=env)  # fmt: skip
+    assert not [j for j in scheduled_jobs(dry.stdout) if j.startswith(("pretrain", "finetune",
+                "teacher", "curation"))], dry.stdout[-3000:]  # fmt: skip
+    tiny = (fresh / "tiny.yaml").read_text()
+    (fresh / "tiny.yaml").write_text(
+        tiny.replace("epochs: 2\n  warmup_epochs: 1", "epochs: 3\n  warmup_epochs: 1")
+    )
+    dry = run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", "-n",
+               "results/pretrain/mae/encoder.pth"], fresh, env=env)  # fmt: skip
+    assert "pretrain: run=mae" in scheduled_jobs(dry.stdout), dry.stdout[-3000:]

@@ -55,12 +55,21 @@ def loss_curves(logs: Mapping[str, str | Path]):
 
 
 def ablation_plot(frame: pd.DataFrame, axis: str):
-    """Metric vs axis value, one panel per metric column (``frame``: value, metric, score)."""
+    """Metric vs axis value, one panel per metric column (``frame``: value, metric, score).
+
+    A numeric axis gets a line over its values; a categorical one (datasets, strategies) bars.
+    """
     sns.set_theme(context="paper", style="whitegrid")
-    grid = sns.relplot(
-        data=frame, x="value", y="score", col="metric", kind="line", marker="o",
-        facet_kws={"sharey": False}, height=2.4, aspect=1.1,
-    )  # fmt: skip
+    numeric = pd.to_numeric(frame["value"], errors="coerce")
+    common = dict(data=frame, y="score", col="metric", height=2.4, aspect=1.1,
+                  facet_kws={"sharey": False})  # fmt: skip
+    if numeric.notna().all():
+        grid = sns.relplot(x=numeric.rename("value_numeric"), kind="line", marker="o", **common)
+    else:
+        common["sharey"] = common.pop("facet_kws")["sharey"]
+        grid = sns.catplot(x="value", kind="bar", errorbar="sd", **common)
+        for ax in grid.axes.flat:
+            ax.tick_params(axis="x", labelrotation=20)
     grid.set_titles("{col_name}")
     grid.set_axis_labels(axis, "score (%)")
     return grid.figure
