@@ -64,11 +64,15 @@ def pretrain_inputs(wildcards):
     return inputs
 
 
-def launcher(gpus):
-    """This interpreter for CPU or one GPU; torchrun for single-node multi-GPU DDP."""
+def torchrun_args(gpus):
+    """Nothing for CPU or one GPU; torchrun's arguments for single-node multi-GPU DDP.
+
+    The interpreter itself ({PYTHON}) stays out of params, so that the same run launched
+    from another environment (a fresh clone after `dvc pull`) is not taken for a changed one.
+    """
     if gpus > 1:
-        return f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node={gpus}"
-    return sys.executable
+        return f"-m torch.distributed.run --standalone --nproc_per_node={gpus}"
+    return ""
 
 
 TASKS = ("reid", "var", "vfr", "vps")

@@ -23,13 +23,14 @@ rule pretrain:
         spec=lambda wildcards: json.dumps(
             run_spec(config, wildcards.run), sort_keys=True
         ),
-        launcher=lambda wildcards: launcher(run_spec(config, wildcards.run)["gpus"]),
+        torchrun=lambda wildcards: torchrun_args(
+            run_spec(config, wildcards.run)["gpus"]
+        ),
         teacher=lambda wildcards, input: input.get("teacher", ""),
         targets=lambda wildcards, input: input.get("targets", ""),
         seed=config["seed"],
-        script=SCRIPTS / "pretrain.py",
     shell:
-        "{params.launcher} {params.script:q} --run={wildcards.run:q}"
+        "{PYTHON} {params.torchrun} {SCRIPTS}/pretrain.py --run={wildcards.run:q}"
         " --spec={params.spec:q} --images={input.images:q} --teacher={params.teacher:q}"
         " --targets={params.targets:q} --seed={params.seed} --out=results/pretrain/{wildcards.run}"
         " > {log:q} 2>&1"
