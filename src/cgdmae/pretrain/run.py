@@ -1,14 +1,17 @@
 """One pre-training run from its resolved config spec: model, method, data, engine, outputs.
 
 The engine works in ``<out>/work/``, which Snakemake does not know about, so a retried job
-finds its checkpoint there (Snakemake deletes declared outputs before a job starts). The
-finished files are moved to ``<out>/`` at the end.
+finds its checkpoint there (Snakemake deletes declared outputs before a job starts, and after
+one it counts as failed). The finished files are hard-linked into ``<out>/`` and stay in
+``work/``: a job that finishes training but is still marked failed (a time limit hit while it
+was exiting) loses nothing, and its retry only re-exports.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,18 @@ def train_config(spec: dict[str, Any], seed: int) -> TrainConfig:
     )
 
 
+def publish(source: Path, target: Path) -> None:
+    """Make ``target`` the same file as ``source`` (hard link; a copy where links fail),
+    replacing it atomically."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
 def run_pretraining(
     spec: dict[str, Any],
     images: str | Path,
@@ -114,5 +129,5 @@ def run_pretraining(
     result = train(method, dataset, train_config(spec, seed), work, config_snapshot=spec)
     if int(os.environ.get("RANK", 0)) == 0:
         for name in (CHECKPOINT, LOG_CSV, ENCODER):
-            os.replace(work / name, out_dir / name)
+            publish(work / name, out_dir / name)
     return result

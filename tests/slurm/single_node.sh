@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Start a one-node Slurm cluster on this machine (Debian packages, no systemd), with one
+# fake GPU as GRES, for the Slurm workflow test. Needs root and apt. Idempotent: daemons
+# that are already up are left alone. Without slurmdbd, so the Snakemake Slurm plugin must
+# query job states with squeue (finished jobs stay visible for MinJobAge seconds).
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "single_node.sh: needs root" >&2; exit 2; }
+
+packages=(munge slurmctld slurmd slurm-client)
+installed=$(dpkg-query -W -f='${Status}\n' "${packages[@]}" 2>/dev/null | grep -c "install ok installed" || true)
+if [ "$installed" != "${#packages[@]}" ]; then
+  # keep the packages' init scripts from starting daemons during installation
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+mkdir -p /etc/slurm /var/lib/slurm/ctld /var/lib/slurm/d /var/log/slurm /run/munge
+chown slurm:slurm /var/lib/slurm/ctld /var/log/slurm
+chown munge:munge /run/munge
+[ -s /etc/munge/munge.key ] || mungekey --create --keyfile=/etc/munge/munge.key
+chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
+
+hardware=$(slurmd -C | head -1 | cut -d' ' -f2-)   # CPUs=... RealMemory=...
+cat > /etc/slurm/slurm.conf <<CONF
+ClusterName=cgdmae-test
+SlurmctldHost=localhost(127.0.0.1)
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
+AuthType=auth/munge
+SlurmUser=slurm
+SlurmdUser=root
+StateSaveLocation=/var/lib/slurm/ctld
+SlurmdSpoolDir=/var/lib/slurm/d
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MinJobAge=600
+KillWait=30
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MailProg=/bin/true
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 $hardware Gres=gpu:1 State=UNKNOWN
+PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+CONF
+printf 'AutoDetect=off\nNodeName=localhost Name=gpu File=/dev/null\n' > /etc/slurm/gres.conf
+
+until_ok() {  # until_ok SECONDS COMMAND...: retry a check until it passes or time runs out
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "single_node.sh: timed out on: $*" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+until_ok 20 bash -c 'munge -n | unmunge'
+pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
+until_ok 60 bash -c 'scontrol ping | grep -q UP'
+pgrep -x slurmd >/dev/null || /usr/sbin/slurmd -N localhost
+scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
+until_ok 60 bash -c 'sinfo -h -n localhost -o %t | grep -qE "idle|mix|alloc"'
+sinfo

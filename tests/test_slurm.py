@@ -1,0 +1,74 @@
+"""`snakemake --profile slurm` against a real one-node Slurm: a pre-training job killed by its
+time limit checkpoints on SIGTERM, is retried by Snakemake, and resumes instead of restarting.
+
+Runs where Slurm can be set up (root and apt, as in CI); elsewhere it is skipped with the
+reason.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_workflow_data import ROOT, TINY
+
+SETUP = ROOT / "tests" / "slurm" / "single_node.sh"
+
+
+def slurm_available() -> str | None:
+    """Why the test cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root to start slurmctld/slurmd"
+    if shutil.which("apt-get") is None and shutil.which("sbatch") is None:
+        return "needs apt-get to install Slurm"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    reason = slurm_available()
+    if reason:
+        pytest.skip(reason)
+    setup = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=900)
+    assert setup.returncode == 0, setup.stderr[-3000:]
+
+
+def test_time_limit_kill_resumes_on_retry(slurm, tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    config["pretrain"] |= {"epochs": 800, "save_every": 10, "runtime": 1, "gpus": 1}
+    config["runs"] = {"mae": {"method": "mae"}}
+    config["ablations"] = {}
+    (tmp_path / "slurm.yaml").write_text(yaml.safe_dump(config))
+    before = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i"], capture_output=True,
+                            text=True).stdout.split()  # fmt: skip
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+         "--directory", str(tmp_path), "--profile", str(ROOT / "profiles" / "slurm"),
+         "--configfile", str(tmp_path / "slurm.yaml"), "--slurm-status-command", "squeue",
+         "--default-resources", "mem_mb=2000", "cpus_per_task=1", "runtime=10",
+         "--set-resources", "pretrain:mem_mb=2000", "pretrain:cpus_per_gpu=1",
+         "--latency-wait", "5", "results/pretrain/mae/encoder.pth"],
+        capture_output=True, text=True, env=env, timeout=1200,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    listing = subprocess.run(
+        ["squeue", "-t", "all", "-h", "-O", "JobID:|,State:|,tres-per-job:|,Comment:"],
+        capture_output=True, text=True,
+    ).stdout.splitlines()  # fmt: skip
+    rows = sorted((int(j.split("|")[0]), j.split("|")[1:]) for j in listing)
+    jobs = [fields for job_id, fields in rows if str(job_id) not in before]  # this run's, in order
+    pretrain = [j for j in jobs if "rule_pretrain" in j[2]]
+    assert any(state == "TIMEOUT" for state, *_ in pretrain), jobs  # killed by its limit
+    assert pretrain[-1][0] == "COMPLETED", jobs  # then finished on a retry
+    assert all(tres == "gres:gpu:1" for _, tres, _ in pretrain), jobs  # GPU rules ask for one
+    data = [j for j in jobs if "rule_synthetic_dataset" in j[2]]
+    assert data and all(tres == "N/A" for _, tres, _ in data), jobs  # CPU rules do not
+    log = (tmp_path / "logs/pretrain/mae.log").read_text()
+    assert "resumed from" in log, log[-2000:]  # the retry continued the killed run
+    rows = (tmp_path / "results/pretrain/mae/log.csv").read_text().splitlines()
+    assert len(rows) == 1 + 800
