@@ -52,7 +52,7 @@ def test_time_limit_kill_resumes_on_retry(slurm, tmp_path):
          "--configfile", str(tmp_path / "slurm.yaml"), "--slurm-status-command", "squeue",
          "--default-resources", "mem_mb=2000", "cpus_per_task=1", "runtime=10",
          "--set-resources", "pretrain:mem_mb=2000", "pretrain:cpus_per_gpu=1",
-         "--latency-wait", "5", "results/pretrain/mae/encoder.pth"],
+         "--latency-wait", "5", "--retries", "6", "results/pretrain/mae/encoder.pth"],
         capture_output=True, text=True, env=env, timeout=1200,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
