@@ -148,7 +148,7 @@ def _check_references(config: Mapping[str, Any]) -> None:
     for name, ablation in config.get("ablations", {}).items():
         _require(config, "runs", ablation["base"], f"ablations.{name}.base")
         for k, entry in enumerate(ablation["tasks"]):
-            task, _, dataset = entry.partition("/")
+            task, dataset = task_entry(entry)
             if dataset not in config.get("finetune", {}).get(task, {}).get("datasets", []):
                 raise ConfigError(
                     f"config key 'ablations.{name}.tasks.{k}': {entry!r} is not a configured "
@@ -186,6 +186,12 @@ def set_dotted(spec: dict[str, Any], dotted: str, value: Any, *, where: str) -> 
     get_dotted(spec, dotted, where=where)
     parent, _, leaf = dotted.rpartition(".")
     (get_dotted(spec, parent, where=where) if parent else spec)[leaf] = value
+
+
+def task_entry(entry: str) -> tuple[str, str]:
+    """``reid/veri776`` -> ("reid", "veri776"): an ablation's task/dataset pair."""
+    task, _, dataset = entry.partition("/")
+    return task, dataset
 
 
 def ablation_run_name(base: str, axis: str, value: Any) -> str:

@@ -9,6 +9,7 @@ from cgdmae.config import (
     ablation_runs,
     all_runs,
     run_spec,
+    task_entry,
     validate_config,
 )
 
@@ -32,7 +33,7 @@ def synthetic_targets():
         {
             spec["path"]
             for spec in config["datasets"].values()
-            if spec["path"].startswith(SYNTHETIC_ROOT + "/")
+            if spec["path"].startswith(f"{SYNTHETIC_ROOT}/")
         }
     )
 
@@ -95,7 +96,7 @@ def finetune_jobs(runs):
     for name, ablation in config["ablations"].items():
         for _, run in ablation_runs(config, name):
             if run in runs:
-                jobs += [(run, *entry.split("/", 1)) for entry in ablation["tasks"]]
+                jobs += [(run, *task_entry(entry)) for entry in ablation["tasks"]]
     return list(dict.fromkeys(jobs))
 
 
@@ -124,7 +125,7 @@ def ablation_rows(name):
 
 
 def ablation_tasks(name):
-    return [tuple(entry.split("/", 1)) for entry in config["ablations"][name]["tasks"]]
+    return [task_entry(entry) for entry in config["ablations"][name]["tasks"]]
 
 
 def metrics_of(rows, tasks):

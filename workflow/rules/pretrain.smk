@@ -55,6 +55,5 @@ rule loss_curves:
         "logs/figures/pretrain_loss.log",
     params:
         runs=list(config["runs"]),
-        stem="results/figures/pretrain_loss",
     script:
         "../scripts/loss_curves.py"

@@ -5,5 +5,5 @@ from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
     runs = dict(zip(snakemake.params.runs, snakemake.input, strict=True))
-    written = save_figure(loss_curves(runs), snakemake.params.stem)
+    written = save_figure(loss_curves(runs), snakemake.output.pdf.removesuffix(".pdf"))
     log.info("wrote %s", written)
