@@ -139,3 +139,24 @@ def test_embedding_resumes_from_its_chunks(tmp_path):
     resumed = embed_images(paths, encode, 8, tmp_path / "cut.npy", batch_size=2, chunk_batches=2)
     assert sum(calls) == 6 and (resumed == whole).all() and whole.dtype == np.float16
     assert not partial.exists() and (np.load(tmp_path / "cut.npy") == whole).all()
+
+
+def test_bad_inputs_name_the_setting(tmp_path):
+    from cgdmae.curation.subsets import load_embeddings
+
+    x, labels = blobs([30, 30])
+    records = [PoolRecord(tmp_path / f"{i}.jpg", "", {"color": "a", "type": "b"}) for i in labels]
+    cfg = {"dedup_threshold": None, "levels": [2], "sample_sizes": [5], "n_iter": 2,
+           "resampling_steps": 0, "strategy": "r", "backend": "faiss"}  # fmt: skip
+    with pytest.raises(ValueError, match="curated_100 asks for 100 images, but the pool has 60"):
+        curate("curated_100", records, x, cfg, tmp_path / "big")
+    with pytest.raises(ValueError, match=r"levels\[0\] = 80 clusters.*only 60 points"):
+        curate("curated_10", records, x, cfg | {"levels": [80]}, tmp_path / "k")
+    with pytest.raises(FileNotFoundError, match="run the curation_embed rule"):
+        load_embeddings(tmp_path / "none.npy", 60)
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(ValueError, match="bad.npy: not a readable .npy"):
+        load_embeddings(tmp_path / "bad.npy", 60)
+    np.save(tmp_path / "short.npy", x[:10])
+    with pytest.raises(ValueError, match=r"shape \(10, 8\), expected 60 rows"):
+        load_embeddings(tmp_path / "short.npy", 60)

@@ -2,17 +2,16 @@
 
 from pathlib import Path
 
-import numpy as np
-
-from cgdmae.curation.subsets import curate
+from cgdmae.curation.subsets import curate, load_embeddings
 from cgdmae.data import read_pool
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
+    pool = read_pool(snakemake.input.images)
     stats = curate(
         snakemake.wildcards.subset,
-        read_pool(snakemake.input.images),
-        np.load(snakemake.input.embeddings),
+        pool,
+        load_embeddings(snakemake.input.embeddings, len(pool)),
         snakemake.params.cfg,
         Path(snakemake.output.manifest).parent,
         seed=snakemake.params.seed,

@@ -45,6 +45,25 @@ def subset_size(amount: float, n: int) -> int:
     return int(round(amount * n)) if isinstance(amount, float) else int(amount)
 
 
+def load_embeddings(path: str | Path, n_images: int) -> np.ndarray:
+    """The pool's embeddings; a missing, unreadable or mis-sized file is named with the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no embeddings; run the curation_embed rule first")
+    try:
+        embeddings = np.load(path)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(
+            f"{path}: not a readable .npy ({exc}); delete it and re-run curation_embed"
+        ) from None
+    if embeddings.ndim != 2 or len(embeddings) != n_images:
+        raise ValueError(
+            f"{path}: shape {embeddings.shape}, expected {n_images} rows (one per pool image); "
+            "delete it and re-run curation_embed"
+        )
+    return embeddings
+
+
 def attribute_entropy(records: Sequence[PoolRecord]) -> float:
     """Shannon entropy (nats) of the colour × type distribution."""
     counts = np.array(
@@ -90,6 +109,15 @@ def curate(
         resampling_steps=cfg["resampling_steps"], seed=seed, backend=cfg["backend"],
     )  # fmt: skip
     target = n if kind == "full" else subset_size(amount, n)
+    available = len(kept) if kind == "curated" else n
+    if target > available:
+        after_dedup = (
+            " after near-duplicate removal (curation.dedup_threshold)" if kind == "curated" else ""
+        )
+        raise ValueError(
+            f"curation.subsets: {name} asks for {target} images, but the pool has {available}"
+            f"{after_dedup}; choose a smaller N or a fraction"
+        )
     if kind == "curated":
         chosen = kept[hierarchical_sample(hierarchy, x[kept], target,
                                           strategy=cfg["strategy"], seed=seed)]  # fmt: skip
