@@ -9,6 +9,7 @@ queries, so that ``evaluate_features`` never holds the whole query × gallery ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,23 @@ class _Accumulator:
         }
 
 
+def _evaluate_in_chunks(
+    distances: Callable[[slice], np.ndarray],
+    num_queries: int,
+    ids: tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike],
+    max_rank: int,
+    camera_filter: bool,
+    chunk_size: int,
+) -> dict[str, Any]:
+    """Accumulate the metrics over query chunks; ``distances(rows)`` gives a chunk's rows."""
+    q_pids, g_pids, q_camids, g_camids = map(_numpy, ids)
+    acc = _Accumulator(max_rank)
+    for start in range(0, num_queries, chunk_size):
+        rows = slice(start, start + chunk_size)
+        acc.add(distances(rows), q_pids[rows], g_pids, q_camids[rows], g_camids, camera_filter)
+    return acc.result()
+
+
 def evaluate(
     distmat: ArrayLike,
     q_pids: ArrayLike,
@@ -98,12 +116,10 @@ def evaluate(
     """mAP, mINP, CMC (length ``max_rank``; ranks past the gallery size repeat the last
     value) and Rank-1/5/10, as fractions, averaged over queries with a valid match."""
     distmat = _numpy(distmat)
-    q_pids, g_pids, q_camids, g_camids = map(_numpy, (q_pids, g_pids, q_camids, g_camids))
-    acc = _Accumulator(max_rank)
-    for start in range(0, len(distmat), chunk_size):
-        rows = slice(start, start + chunk_size)
-        acc.add(distmat[rows], q_pids[rows], g_pids, q_camids[rows], g_camids, camera_filter)
-    return acc.result()
+    ids = (q_pids, g_pids, q_camids, g_camids)
+    return _evaluate_in_chunks(
+        lambda rows: distmat[rows], len(distmat), ids, max_rank, camera_filter, chunk_size
+    )
 
 
 def evaluate_features(
@@ -119,20 +135,16 @@ def evaluate_features(
 ) -> dict[str, Any]:
     """:func:`evaluate` on features, computing the distances one chunk of queries at a time
     (a 10k × 50k gallery then needs ``chunk_size`` × 50k floats, not 2 GB)."""
-    q_pids, g_pids, q_camids, g_camids = map(_numpy, (q_pids, g_pids, q_camids, g_camids))
     q_feats = _numpy(q_feats)
-    acc = _Accumulator(max_rank)
-    for start in range(0, len(q_feats), chunk_size):
-        rows = slice(start, start + chunk_size)
-        acc.add(
-            compute_distmat(q_feats[rows], g_feats),
-            q_pids[rows],
-            g_pids,
-            q_camids[rows],
-            g_camids,
-            camera_filter,
-        )
-    return acc.result()
+    ids = (q_pids, g_pids, q_camids, g_camids)
+    return _evaluate_in_chunks(
+        lambda rows: compute_distmat(q_feats[rows], g_feats),
+        len(q_feats),
+        ids,
+        max_rank,
+        camera_filter,
+        chunk_size,
+    )
 
 
 def vehicleid_protocol(
