@@ -25,6 +25,15 @@ TASK_FORMATS: dict[str, tuple[str, ...]] = {
 }
 
 
+# `pretrain` sections that only one method reads; a run's spec keeps only its own
+METHOD_SECTIONS = {
+    "distill": "cgd_mae",
+    "person_mae": "person_mae",
+    "person_vit": "person_vit",
+    "mae_lite": "mae_lite",
+}
+
+
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
 
@@ -71,7 +80,7 @@ def _check_run_values(config: Mapping[str, Any], schema: dict[str, Any]) -> None
     """Each run's merged spec must satisfy the same schema as ``pretrain`` itself."""
     import jsonschema
 
-    pretrain_schema = schema["$defs"]["pretrain"]
+    pretrain_schema = {**schema["$defs"]["pretrain"], "$defs": schema["$defs"]}
     validator_cls = jsonschema.validators.validator_for(schema)
     for run in all_runs(config):
         spec = run_spec(config, run)
@@ -179,6 +188,50 @@ def _check_references(config: Mapping[str, Any]) -> None:
                 spec["distill"]["teacher"],
                 f"runs.{run}: pretrain.distill.teacher",
             )
+        if spec["method"] == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
+            _check_teacher_run(config, run, spec)
+        if spec["method"] == "person_vit":
+            _check_person_vit_sizes(run, spec)
+
+
+def _check_teacher_run(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
+    """A MAE-Lite teacher is another run, on the student's patch grid, with no cycle."""
+    key = f"runs.{run}: pretrain.mae_lite.teacher_run"
+    runs = all_runs(config)
+    chain = [run]
+    teacher = spec["mae_lite"]["teacher_run"]
+    while teacher is not None:
+        if teacher not in runs:
+            known = ", ".join(sorted(runs))
+            raise ConfigError(f"config key '{key}': {teacher!r} is not a run (known: {known})")
+        if teacher in chain:
+            cycle = " -> ".join([*chain, teacher])
+            raise ConfigError(f"config key '{key}': the teacher runs form a cycle ({cycle})")
+        chain.append(teacher)
+        teacher_spec = run_spec(config, teacher)
+        teacher = teacher_spec.get("mae_lite", {}).get("teacher_run")
+    teacher_spec = run_spec(config, chain[1])
+    student, other = spec["model"], teacher_spec["model"]
+    grid = [s // student["patch_size"] for s in student["img_size"]]
+    teacher_grid = [s // other["patch_size"] for s in other["img_size"]]
+    if grid != teacher_grid:
+        raise ConfigError(
+            f"config key '{key}': teacher run {chain[1]!r} sees a {teacher_grid} patch grid, "
+            f"run {run!r} a {grid} one; the attention maps must cover the same patches"
+        )
+
+
+def _check_person_vit_sizes(run: str, spec: Mapping[str, Any]) -> None:
+    patch = spec["model"]["patch_size"]
+    for key, size in (
+        ("model.img_size", spec["model"]["img_size"]),
+        ("person_vit.local_size", spec["person_vit"]["local_size"]),
+    ):
+        if any(s % patch for s in size):
+            raise ConfigError(
+                f"config key 'runs.{run}: pretrain.{key}': {list(size)} is not a multiple of "
+                f"the patch size {patch}"
+            )
 
 
 def set_dotted(spec: dict[str, Any], dotted: str, value: Any, *, where: str) -> None:
@@ -250,11 +303,27 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
 
 
 def _spec(config: Mapping[str, Any], run: str, declared: Mapping[str, Any]) -> dict[str, Any]:
+    """``pretrain`` without the other methods' sections, plus the run's overrides.
+
+    Leaving the other methods' sections out means that changing, say, ``person_vit.out_dim``
+    does not make Snakemake retrain the ``mae`` run.
+    """
     import copy
 
-    spec = copy.deepcopy(dict(config["pretrain"]))
+    method = declared["method"]
+    spec = {
+        key: copy.deepcopy(value)
+        for key, value in config["pretrain"].items()
+        if METHOD_SECTIONS.get(key, method) == method
+    }
     where = f"ablations ({run})" if "@" in run else f"runs.{run}.overrides"
     for dotted, value in declared.get("overrides", {}).items():
+        section = dotted.split(".")[0]
+        if METHOD_SECTIONS.get(section, method) != method:
+            raise ConfigError(
+                f"config key '{where}.{dotted}': {section}.* configures method "
+                f"{METHOD_SECTIONS[section]}, but run {run!r} is {method}"
+            )
         set_dotted(spec, dotted, value, where=f"{where}.{dotted}")
-    spec["method"] = declared["method"]
+    spec["method"] = method
     return spec

@@ -52,9 +52,13 @@ def image_source(name):
 
 
 def pretrain_inputs(wildcards):
-    """Images, and for cgd_mae the teacher (and its cached targets when configured)."""
+    """Images; for cgd_mae the CLIP teacher (and its cached targets when configured); for a
+    distilled mae_lite the teacher run's checkpoint, so the teacher run is trained first."""
     spec = run_spec(config, wildcards.run)
     inputs = {"images": image_source(spec["dataset"])}
+    if spec["method"] == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
+        teacher_run = spec["mae_lite"]["teacher_run"]
+        inputs["teacher_checkpoint"] = f"results/pretrain/{teacher_run}/checkpoint.pth"
     if spec["method"] == "cgd_mae":
         teacher = spec["distill"]["teacher"]
         inputs["teacher"] = f"results/teacher/{teacher}/model"

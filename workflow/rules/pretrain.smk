@@ -1,4 +1,5 @@
-"""Pre-training runs: `scratch`, `mae`, `cgd_mae`, each a method plus config overrides.
+"""Pre-training runs: each a registered method (scratch, mae, cgd_mae, person_mae,
+person_vit, mae_lite) plus config overrides.
 
 The resumable state lives in results/pretrain/{run}/work/, which is not a declared output,
 so a preempted or timed-out job that Snakemake retries resumes from its last checkpoint
@@ -28,11 +29,13 @@ rule pretrain:
         ),
         teacher=lambda wildcards, input: input.get("teacher", ""),
         targets=lambda wildcards, input: input.get("targets", ""),
+        teacher_checkpoint=lambda wildcards, input: input.get("teacher_checkpoint", ""),
         seed=config["seed"],
     shell:
         "{PYTHON} {params.torchrun} {SCRIPTS}/pretrain.py --run={wildcards.run:q}"
         " --spec={params.spec:q} --images={input.images:q} --teacher={params.teacher:q}"
-        " --targets={params.targets:q} --seed={params.seed} --out=results/pretrain/{wildcards.run}"
+        " --targets={params.targets:q} --teacher-checkpoint={params.teacher_checkpoint:q}"
+        " --seed={params.seed} --out=results/pretrain/{wildcards.run}"
         " > {log:q} 2>&1"
 
 

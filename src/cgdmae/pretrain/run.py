@@ -17,10 +17,17 @@ from typing import Any
 
 from cgdmae.data import read_manifest, read_pool
 from cgdmae.models import create_mae
-from cgdmae.pretrain.checkpoint import seed_everything, set_aside_if_stale
+from cgdmae.pretrain.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    seed_everything,
+    set_aside_if_stale,
+)
 from cgdmae.pretrain.data import PretrainDataset, TeacherTargets
 from cgdmae.pretrain.engine import CHECKPOINT, ENCODER, LOG_CSV, TrainConfig, TrainResult, train
 from cgdmae.pretrain.methods import PretrainMethod, method_class
+from cgdmae.pretrain.methods.mae_lite import load_teacher_encoder
+from cgdmae.pretrain.views import CrossRegionDataset, MultiCropDataset
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +57,63 @@ def build_model(spec: dict[str, Any]):
     )
 
 
-def build_method(spec: dict[str, Any], teacher_dir: str | Path | None = None) -> PretrainMethod:
-    """The method of ``spec['method']`` around a freshly initialised MAE."""
+def build_method(
+    spec: dict[str, Any],
+    teacher_dir: str | Path | None = None,
+    teacher_checkpoint: str | Path | None = None,
+) -> PretrainMethod:
+    """The method of ``spec['method']`` around a freshly initialised MAE.
+
+    ``teacher_dir`` is cgd_mae's CLIP teacher; ``teacher_checkpoint`` is MAE-Lite's frozen MAE
+    (another run's ``checkpoint.pth``).
+    """
     model = build_model(spec)
-    if spec["method"] in ("mae", "scratch"):
-        return method_class(spec["method"])(model, mask_ratio=spec["mask_ratio"])
+    method, mask_ratio = spec["method"], spec["mask_ratio"]
+    cls = method_class(method)
+    if method in ("mae", "scratch"):
+        return cls(model, mask_ratio=mask_ratio)
+    if method == "person_mae":
+        cfg = spec["person_mae"]
+        return cls(
+            model,
+            mask_ratio=mask_ratio,
+            lam=cfg["lambda"],
+            beta=cfg["beta"],
+            ema_momentum=tuple(cfg["ema_momentum"]),
+            ema_ramp=cfg["ema_ramp"],
+            feature_depth=cfg["feature_depth"],
+        )
+    if method == "person_vit":
+        cfg = spec["person_vit"]
+        return cls(
+            model,
+            out_dim=cfg["out_dim"],
+            hidden_dim=cfg["hidden_dim"],
+            bottleneck_dim=cfg["bottleneck_dim"],
+            norm_last_layer=cfg["norm_last_layer"],
+            teacher_temp=tuple(cfg["teacher_temp"]),
+            patch_temp=tuple(cfg["patch_temp"]),
+            temp_warmup=cfg["temp_warmup"],
+            ema_momentum=cfg["ema_momentum"],
+            lambda_dino=cfg["lambda_dino"],
+            lambda_mim=cfg["lambda_mim"],
+            freeze_last_layer=cfg["freeze_last_layer"],
+        )
+    if method == "mae_lite":
+        cfg = spec["mae_lite"]
+        teacher = None
+        if cfg["teacher_run"] is not None:
+            if teacher_checkpoint is None:
+                raise ValueError(
+                    f"mae_lite.teacher_run is {cfg['teacher_run']!r} but no teacher checkpoint "
+                    "was given"
+                )
+            teacher = load_mae_teacher(teacher_checkpoint)
+        return cls(model, teacher, mask_ratio=mask_ratio, distill_weight=cfg["distill_weight"])
+    return build_cgd_mae(model, spec, teacher_dir)
+
+
+def build_cgd_mae(model, spec: dict[str, Any], teacher_dir: str | Path | None) -> PretrainMethod:
     from cgdmae.pretrain.teacher import attribute_prompts, load_teacher
 
     distill = spec["distill"]
@@ -74,6 +133,71 @@ def build_method(spec: dict[str, Any], teacher_dir: str | Path | None = None) ->
     )
 
 
+def load_mae_teacher(path: str | Path):
+    """The frozen encoder of a finished run's ``checkpoint.pth``, built from the spec it saved.
+
+    The checkpoint carries its own config, so a teacher pulled with ``dvc pull`` needs nothing
+    else; a missing file fails here, before any training.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"MAE-Lite teacher checkpoint {path} does not exist: train the teacher run first "
+            "(or `make pull` it)"
+        )
+    state = load_checkpoint(path)
+    if not state["config"] or "model" not in state["config"]:
+        raise CheckpointError(f"{path}: has no run config to build the teacher model from")
+    try:
+        return load_teacher_encoder(build_model(state["config"]), state["model"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def build_dataset(
+    spec: dict[str, Any],
+    images: str | Path,
+    seed: int,
+    targets: str | Path | None = None,
+) -> PretrainDataset:
+    """The views each method trains on: MAE crops, cross-region pairs or multi-crop."""
+    paths = image_paths(images)
+    img_size = tuple(spec["model"]["img_size"])
+    if spec["method"] == "person_mae":
+        return CrossRegionDataset(
+            paths,
+            img_size=img_size,
+            scale=tuple(spec["crop_scale"]),
+            max_shift=spec["person_mae"]["shift"],
+            seed=seed,
+        )
+    if spec["method"] == "person_vit":
+        cfg = spec["person_vit"]
+        return MultiCropDataset(
+            paths,
+            img_size=img_size,
+            patch_size=spec["model"]["patch_size"],
+            local_size=tuple(cfg["local_size"]),
+            local_views=cfg["local_views"],
+            global_scale=tuple(cfg["global_scale"]),
+            local_scale=tuple(cfg["local_scale"]),
+            ratio=tuple(cfg["ratio"]),
+            mask_ratio=tuple(cfg["mask_ratio"]),
+            mask_prob=cfg["mask_prob"],
+            photometric=cfg["photometric"],
+            seed=seed,
+        )
+    cached = TeacherTargets.load(targets) if targets else None
+    return PretrainDataset(
+        paths,
+        img_size=img_size,
+        scale=tuple(spec["crop_scale"]),
+        seed=seed,
+        targets=cached,
+        targets_file=targets,
+    )
+
+
 def train_config(spec: dict[str, Any], seed: int) -> TrainConfig:
     return TrainConfig(
         epochs=0 if spec["method"] == "scratch" else spec["epochs"],
@@ -83,6 +207,8 @@ def train_config(spec: dict[str, Any], seed: int) -> TrainConfig:
         warmup_epochs=spec["warmup_epochs"],
         weight_decay=spec["weight_decay"],
         accum_iter=spec["accum_iter"],
+        betas=tuple(spec["betas"]),
+        clip_grad=spec["clip_grad"],
         save_every=spec["save_every"],
         seed=seed,
         num_workers=spec["num_workers"],
@@ -111,21 +237,14 @@ def run_pretraining(
     seed: int = 0,
     teacher_dir: str | Path | None = None,
     targets: str | Path | None = None,
+    teacher_checkpoint: str | Path | None = None,
 ) -> TrainResult:
     out_dir = Path(out_dir)
     work = out_dir / "work"
     set_aside_if_stale(work / CHECKPOINT, spec)
     seed_everything(seed)
-    method = build_method(spec, teacher_dir)
-    cached = TeacherTargets.load(targets) if targets else None
-    dataset = PretrainDataset(
-        image_paths(images),
-        img_size=tuple(spec["model"]["img_size"]),
-        scale=tuple(spec["crop_scale"]),
-        seed=seed,
-        targets=cached,
-        targets_file=targets,
-    )
+    method = build_method(spec, teacher_dir, teacher_checkpoint)
+    dataset = build_dataset(spec, images, seed, targets)
     result = train(method, dataset, train_config(spec, seed), work, config_snapshot=spec)
     if int(os.environ.get("RANK", 0)) == 0:
         for name in (CHECKPOINT, LOG_CSV, ENCODER):
