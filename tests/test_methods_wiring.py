@@ -61,7 +61,9 @@ def test_changing_one_methods_section_leaves_the_other_runs_unchanged():
 def test_overriding_another_methods_section_names_the_method():
     config = tiny_config()
     config["runs"]["mae"]["overrides"] = {"person_mae.shift": 8}
-    with pytest.raises(ConfigError, match=r"runs\.mae\.overrides\.person_mae\.shift.*person_mae.*'mae' is mae"):
+    with pytest.raises(
+        ConfigError, match=r"runs\.mae\.overrides\.person_mae\.shift.*person_mae.*'mae' is mae"
+    ):
         validate_config(config, SCHEMA)
 
 

@@ -14,7 +14,18 @@ import timm
 import torch
 from test_workflow_data import ROOT, TINY, snakemake
 
-RUNS = ("scratch", "mae", "cgd_mae", "cgd_mae_online")
+# run -> method
+RUNS = {
+    "scratch": "scratch",
+    "mae": "mae",
+    "cgd_mae": "cgd_mae",
+    "cgd_mae_online": "cgd_mae",
+    "person_mae": "person_mae",
+    "person_vit": "person_vit",
+    "mae_lite_distill": "mae_lite",
+}
+LOSS_TERMS = {"cgd_mae": {"sim", "kl"}, "person_mae": {"pixel", "feature"}}
+LOSS_TERMS |= {"person_vit": {"dino", "mim"}, "mae_lite": {"mae", "distill"}}
 
 
 def scheduled_jobs(dry_run_stdout: str) -> list[str]:
@@ -43,16 +54,16 @@ def built(tmp_path_factory):
 def test_pretraining_outputs(built):
     metrics = json.loads((built / "results/teacher/clip_small/metrics.json").read_text())
     assert {"color_acc", "type_acc"} <= set(metrics)
-    for run in RUNS[1:]:
+    for run, method in list(RUNS.items())[1:]:
         out = built / "results" / "pretrain" / run
         with open(out / "log.csv") as f:
             rows = list(csv.DictReader(f))
         assert [r["epoch"] for r in rows] == ["1", "2"]
-        if run.startswith("cgd_mae"):
-            assert {"sim", "kl"} <= set(rows[0])
+        assert LOSS_TERMS.get(method, {"loss"}) <= set(rows[0]), rows[0]
         checkpoint = torch.load(out / "checkpoint.pth", weights_only=False)
-        assert checkpoint["config"]["method"] == run.split("_online")[0]
-        assert not any(k.startswith("teacher.") for k in checkpoint["method"])
+        assert checkpoint["config"]["method"] == method
+        if method in ("cgd_mae", "mae_lite"):  # frozen teachers from elsewhere are not saved
+            assert not any(k.startswith("teacher.") for k in checkpoint["method"])
     encoder = torch.load(built / "results/pretrain/mae/encoder.pth", weights_only=True)["model"]
     vit = timm.models.vision_transformer.VisionTransformer(
         img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=0
@@ -127,6 +138,15 @@ def test_single_table_schedules_only_its_own_jobs(tmp_path):
         "pretrain: run=mae",
         "pretrain: run=mae@mask_ratio=0.5",
     ], jobs
+
+
+def test_mae_lite_teacher_run_is_an_input_of_its_student(tmp_path):
+    dry = snakemake(
+        tmp_path, "--configfile", str(TINY), "-n", "results/pretrain/mae_lite_distill/encoder.pth"
+    )
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    jobs = sorted(j for j in scheduled_jobs(dry.stdout) if j.startswith("pretrain"))
+    assert jobs == ["pretrain: run=mae", "pretrain: run=mae_lite_distill"], jobs
 
 
 def run(cmd, cwd, **kwargs):

@@ -53,7 +53,8 @@ def image_source(name):
 
 def pretrain_inputs(wildcards):
     """Images; for cgd_mae the CLIP teacher (and its cached targets when configured); for a
-    distilled mae_lite the teacher run's checkpoint, so the teacher run is trained first."""
+    distilled mae_lite the teacher run's checkpoint, so the teacher run is trained first.
+    """
     spec = run_spec(config, wildcards.run)
     inputs = {"images": image_source(spec["dataset"])}
     if spec["method"] == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:

@@ -14,7 +14,9 @@ parser.add_argument("--spec", required=True, help="the run's resolved config, as
 parser.add_argument("--images", required=True, help="pool directory or curation manifest")
 parser.add_argument("--teacher", default="")
 parser.add_argument("--targets", default="")
-parser.add_argument("--teacher-checkpoint", default="", help="MAE-Lite: the teacher run's checkpoint")
+parser.add_argument(
+    "--teacher-checkpoint", default="", help="MAE-Lite: the teacher run's checkpoint"
+)
 parser.add_argument("--out", required=True)
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()

@@ -13,8 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-LOSS_TERMS = ("loss", "mae", "sim", "kl")
+# the total first, then each method's terms (cgd_mae: mae/sim/kl; person_mae: pixel/feature;
+# person_vit: dino/mim; mae_lite: mae/distill)
+LOSS_TERMS = ("loss", "mae", "sim", "kl", "pixel", "feature", "dino", "mim", "distill")
 
 
 def save_figure(fig, stem: str | Path) -> list[Path]:
@@ -33,7 +36,11 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
 
 
 def loss_curves(logs: Mapping[str, str | Path]):
-    """One panel per loss term, one line per run, from each run's log.csv."""
+    """One panel per run, one line per loss term, from each run's log.csv.
+
+    Per run, because the methods' losses live on different scales (DINO's cross-entropy is
+    near log K, MAE's normalised-pixel MSE below 1): a shared panel would flatten all but one.
+    """
     frames = []
     for run, path in logs.items():
         frame = pd.read_csv(path)
@@ -45,12 +52,16 @@ def loss_curves(logs: Mapping[str, str | Path]):
     sns.set_theme(context="paper", style="whitegrid")
     data = pd.concat(frames, ignore_index=True)
     terms = [t for t in LOSS_TERMS if t in set(data.term)]
+    runs = list(dict.fromkeys(data.run))
     grid = sns.relplot(
-        data=data, x="epoch", y="value", hue="run", col="term", col_order=terms, kind="line",
-        marker="o", facet_kws={"sharey": False}, height=2.4, aspect=1.1,
+        data=data, x="epoch", y="value", hue="term", hue_order=terms, col="run", col_order=runs,
+        col_wrap=min(len(runs), 4), kind="line", marker="o", facet_kws={"sharey": False},
+        height=2.2, aspect=1.15,
     )  # fmt: skip
     grid.set_titles("{col_name}")
     grid.set_axis_labels("epoch", "pre-training loss")
+    for ax in grid.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return grid.figure
 
 
