@@ -25,7 +25,7 @@ venv: $(STAMP)
 
 ## Run the whole Snakemake DAG on the embedded default (synthetic data, CPU).
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIGFILE) all
+	$(BIN)/snakemake all --cores $(CORES) --configfile $(CONFIGFILE) $(SNAKEMAKE_FLAGS)
 
 ## Unit tests and workflow tests on tiny configs.
 test: $(STAMP)
@@ -44,7 +44,7 @@ format: $(STAMP)
 
 ## The paper's tables, figures and report (rebuilds only what is out of date).
 paper: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIGFILE) all paper
+	$(BIN)/snakemake all paper --cores $(CORES) --configfile $(CONFIGFILE) $(SNAKEMAKE_FLAGS)
 
 ## Fetch the artifacts from the DVC remote, then mark them up to date for Snakemake, so that
 ## nothing already pulled (pre-training, fine-tuning) is run again. DVC_REMOTE=<url> points

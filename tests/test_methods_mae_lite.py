@@ -1,10 +1,8 @@
 """MAE-Lite: pre-softmax attention, the adapter, the frozen teacher, export, engine resume."""
 
-import os
-import signal
-
 import pytest
 import torch
+from interrupt import RESUME_CFG, Interrupt, without_timing
 from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae, encoder_state_dict
@@ -132,26 +130,6 @@ def test_without_a_teacher_it_is_plain_mae():
     assert set(terms) == {"loss", "mae"} and torch.equal(terms["loss"], loss)
 
 
-class Interrupt(torch.utils.data.Dataset):
-    """A dataset that sends this process SIGTERM at one ``__getitem__`` call of one epoch."""
-
-    def __init__(self, inner, at):
-        self.inner, self.at, self.epoch, self.calls = inner, at, 0, 0
-
-    def __len__(self):
-        return len(self.inner)
-
-    def set_epoch(self, epoch):
-        self.inner.set_epoch(epoch)
-        self.epoch, self.calls = epoch, 0
-
-    def __getitem__(self, index):
-        self.calls += 1
-        if (self.epoch, self.calls) == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return self.inner[index]
-
-
 class RandomImages(torch.utils.data.Dataset):
     """Fixed random images plus noise that depends on (epoch, index), like real augmentation."""
 
@@ -171,20 +149,15 @@ class RandomImages(torch.utils.data.Dataset):
         return {"image": self.data[index] + 0.1 * noise, "index": index}
 
 
-def without_timing(rows):
-    return [{k: v for k, v in row.items() if k not in ("img_per_s", "seconds")} for row in rows]
-
-
-CFG = dict(epochs=2, batch_size=2, blr=0.1, warmup_epochs=0.5, seed=1, device="cpu")
-
-
 def test_engine_checkpoint_and_resume_are_bit_exact(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(make_method(), RandomImages(), TrainConfig(**CFG), straight)
+    train(make_method(), RandomImages(), TrainConfig(**RESUME_CFG), straight)
     with pytest.raises(Preempted):
-        train(make_method(), Interrupt(RandomImages(), at=(1, 3)), TrainConfig(**CFG), resumed)
+        train(
+            make_method(), Interrupt(RandomImages(), at=(1, 3)), TrainConfig(**RESUME_CFG), resumed
+        )
     assert load_checkpoint(resumed / "checkpoint.pth")["step"] == 6
-    train(make_method(seed=4), RandomImages(), TrainConfig(**CFG), resumed)
+    train(make_method(seed=4), RandomImages(), TrainConfig(**RESUME_CFG), resumed)
 
     a, b = load_checkpoint(straight / "checkpoint.pth"), load_checkpoint(resumed / "checkpoint.pth")
     assert a["step"] == b["step"] == 8 and set(a["method"]) == {"adapter.weight"}

@@ -1,11 +1,9 @@
 """PersonMAE: cross-region views, shifted positions, the EMA target, losses, engine resume."""
 
-import os
-import signal
-
 import numpy as np
 import pytest
 import torch
+from interrupt import RESUME_CFG, Interrupt, without_timing
 from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 
@@ -191,43 +189,16 @@ def test_loss_decreases_on_a_fixed_batch():
     assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
 
 
-class Interrupt(torch.utils.data.Dataset):
-    """A dataset that sends this process SIGTERM at one ``__getitem__`` call of one epoch."""
-
-    def __init__(self, inner, at):
-        self.inner, self.at, self.epoch, self.calls = inner, at, 0, 0
-
-    def __len__(self):
-        return len(self.inner)
-
-    def set_epoch(self, epoch):
-        self.inner.set_epoch(epoch)
-        self.epoch, self.calls = epoch, 0
-
-    def __getitem__(self, index):
-        self.calls += 1
-        if (self.epoch, self.calls) == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return self.inner[index]
-
-
-def without_timing(rows):
-    return [{k: v for k, v in row.items() if k not in ("img_per_s", "seconds")} for row in rows]
-
-
-CFG = dict(epochs=2, batch_size=2, blr=0.1, warmup_epochs=0.5, seed=1, device="cpu")
-
-
 def test_engine_checkpoint_and_resume_are_bit_exact(paths, tmp_path):
     def dataset():
         return CrossRegionDataset(paths, img_size=SIZE, max_shift=8, seed=1)
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(make_method(), dataset(), TrainConfig(**CFG), straight)
+    train(make_method(), dataset(), TrainConfig(**RESUME_CFG), straight)
     with pytest.raises(Preempted):
-        train(make_method(), Interrupt(dataset(), at=(1, 3)), TrainConfig(**CFG), resumed)
+        train(make_method(), Interrupt(dataset(), at=(1, 3)), TrainConfig(**RESUME_CFG), resumed)
     assert load_checkpoint(resumed / "checkpoint.pth")["step"] == 6
-    train(make_method(seed=7), dataset(), TrainConfig(**CFG), resumed)
+    train(make_method(seed=7), dataset(), TrainConfig(**RESUME_CFG), resumed)
 
     a, b = load_checkpoint(straight / "checkpoint.pth"), load_checkpoint(resumed / "checkpoint.pth")
     assert a["step"] == b["step"] == 8
