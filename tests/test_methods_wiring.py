@@ -199,3 +199,29 @@ def test_mae_lite_distills_from_the_teacher_runs_weights(trained):
     assert not any(p.requires_grad for p in teacher.parameters())
     columns = (trained["mae_lite_distill"] / "log.csv").read_text().splitlines()[0]
     assert "distill" in columns.split(",")
+
+
+def test_throughput_benchmark_times_every_method():
+    import json
+    import subprocess
+    import sys
+
+    args = "--model tiny --embed-dim 16 --depth 1 --heads 2 --img 32 --patch 8"
+    args += " --decoder 16 1 2 --batch 4 --teacher-dim 16 --steps 1 --warmup 1"
+    result = subprocess.run(
+        [sys.executable, "-m", "cgdmae.bench.pretrain", *args.split()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.splitlines()[-1])
+    assert set(results) == {
+        "mae",
+        "cgd_mae cached",
+        "person_mae",
+        "person_vit 2L",
+        "mae_lite",
+        "mae_lite distill",
+    }
+    assert all(r["img_per_s"] > 0 and r["train_gflops_per_img"] > 0 for r in results.values())

@@ -147,5 +147,11 @@ def cmc_tasks():
 
 
 def reconstruction_runs():
-    """Declared runs that trained a decoder (every method but scratch)."""
-    return [r for r in config["runs"] if run_spec(config, r)["method"] != "scratch"]
+    """Declared runs whose MAE decoder reconstructs masked patches of the same image: not
+    scratch (untrained) and not person_vit (its decoder is unused and stays frozen)."""
+    no_reconstruction = ("scratch", "person_vit")
+    return [
+        r
+        for r in config["runs"]
+        if run_spec(config, r)["method"] not in no_reconstruction
+    ]

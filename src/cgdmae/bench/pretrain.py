@@ -1,4 +1,4 @@
-"""Pre-training throughput: img/s, step time and MFU for mae and cgd_mae (cached and online).
+"""Pre-training throughput: img/s, step time and MFU of every method on one model and input.
 
     python -m cgdmae.bench.pretrain --model base --img 224 --batch 256 --teacher ViT-L-14
     python -m cgdmae.bench.pretrain --model tiny --embed-dim 128 --depth 4 --heads 4 --img 64 \
@@ -6,6 +6,9 @@
 
 Weights are random (timing only). FLOPs are counted by torch's FlopCounterMode on one forward
 pass; a training step is taken as 3× the student's forward plus the online teacher's forward.
+For the methods whose forward runs a frozen or EMA encoder itself (person_mae, person_vit,
+distilled mae_lite) the count is 3× that whole forward, which over-counts the teacher's share.
+Images are per sample: person_vit's two global views count as one image, as in a training epoch.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def train_flops_per_image(method, batch, clip_dim: int) -> float:
         {**small, "teacher_embed": torch.zeros(2, clip_dim)} if method.name == "cgd_mae" else small
     )
     flops = 3 * forward_flops(method, student)
-    if getattr(method, "teacher", None) is not None and "teacher_embed" not in batch:
+    if method.name == "cgd_mae" and method.teacher is not None and "teacher_embed" not in batch:
         flops += forward_flops(method.teacher.encode_image, torch.rand_like(small["image"]))
     return flops / 2
 
@@ -47,6 +50,36 @@ def peak_flops() -> float | None:
         return None
     name = torch.cuda.get_device_name()
     return next((tf * 1e12 for key, tf in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def seed_method_cases(mae, images: torch.Tensor, patch: int, local_views: int) -> dict:
+    """person_mae, person_vit and mae_lite (alone and distilled from a second MAE) on ``images``."""
+    import numpy as np
+
+    from cgdmae.models import block_mask
+
+    batch, _, height, width = images.shape
+    grid = (height // patch, width // patch)
+    local = (max(patch, height // 2 // patch * patch), max(patch, width // 2 // patch * patch))
+    rng = np.random.default_rng(0)
+    masks = [block_mask(grid, int(0.3 * grid[0] * grid[1]), rng) for _ in range(2 * batch)]
+    masked = torch.from_numpy(np.stack(masks))
+    return {
+        "person_mae": (
+            method_class("person_mae")(mae()),
+            {"image": images, "target": images.roll(1, -1), "shift": torch.ones(batch, 2)},
+        ),
+        f"person_vit {local_views}L": (
+            method_class("person_vit")(mae()),
+            {
+                "global_views": images[:, None].expand(-1, 2, -1, -1, -1).contiguous(),
+                "global_masks": masked.view(batch, 2, *grid),
+                "local_views": torch.randn(batch, local_views, 3, *local),
+            },
+        ),
+        "mae_lite": (method_class("mae_lite")(mae()), {"image": images}),
+        "mae_lite distill": (method_class("mae_lite")(mae(), mae()), {"image": images}),
+    }
 
 
 def main() -> None:
@@ -69,6 +102,7 @@ def main() -> None:
     parser.add_argument(
         "--teacher-dim", type=int, default=768, help="CLIP embedding dim when no --teacher"
     )
+    parser.add_argument("--local-views", type=int, default=2, help="person_vit's local views")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true")
@@ -103,6 +137,7 @@ def main() -> None:
     }
     if teacher is not None:
         cases["cgd_mae online"] = (method_class("cgd_mae")(mae(), text, teacher), {"image": images})
+    cases |= seed_method_cases(mae, images, args.patch, args.local_views)
     peak = peak_flops()
     print(
         f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, model {args.model}, input {size}, batch {args.batch}, teacher {args.teacher}"

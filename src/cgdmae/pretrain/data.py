@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
@@ -70,8 +71,8 @@ def sample_crop(
     )
 
 
-def apply_crop(image, crop: Crop, size: tuple[int, int]) -> torch.Tensor:
-    """Crop, resize (bicubic) and flip a PIL image into a [0, 1] float tensor."""
+def crop_image(image: Image.Image, crop: Crop, size: tuple[int, int]) -> Image.Image:
+    """Crop, resize (bicubic) and flip a PIL image, staying in PIL for photometric transforms."""
     out = TF.resized_crop(
         image,
         crop.top,
@@ -82,9 +83,12 @@ def apply_crop(image, crop: Crop, size: tuple[int, int]) -> torch.Tensor:
         InterpolationMode.BICUBIC,
         antialias=True,
     )
-    if crop.flip:
-        out = TF.hflip(out)
-    return TF.to_tensor(out)
+    return TF.hflip(out) if crop.flip else out
+
+
+def apply_crop(image: Image.Image, crop: Crop, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`crop_image` as a [0, 1] float tensor."""
+    return TF.to_tensor(crop_image(image, crop, size))
 
 
 def normalize(images01: torch.Tensor) -> torch.Tensor:

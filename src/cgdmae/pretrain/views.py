@@ -28,11 +28,17 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter, ImageOps
-from torchvision.transforms import InterpolationMode
 
 from cgdmae.data import load_rgb
 from cgdmae.models import block_mask
-from cgdmae.pretrain.data import Crop, PretrainDataset, apply_crop, normalize, sample_crop
+from cgdmae.pretrain.data import (
+    Crop,
+    PretrainDataset,
+    apply_crop,
+    crop_image,
+    normalize,
+    sample_crop,
+)
 
 # PersonViT's multi-crop (Table 3, best row): scale ranges relative to the image, w/h 3/8–2/3
 GLOBAL_SCALE = (0.4, 1.0)
@@ -205,18 +211,7 @@ class MultiCropDataset(PretrainDataset):
         solarize_p: float,
     ) -> torch.Tensor:
         crop = sample_crop_with_ratio(rng, image.width, image.height, scale, self.ratio, self.hflip)
-        out = TF.resized_crop(
-            image,
-            crop.top,
-            crop.left,
-            crop.height,
-            crop.width,
-            list(size),
-            InterpolationMode.BICUBIC,
-            antialias=True,
-        )
-        if crop.flip:
-            out = TF.hflip(out)
+        out = crop_image(image, crop, size)
         if self.photometric:
             out = color_augment(out, rng, blur_p, solarize_p)
         return normalize(TF.to_tensor(out))
