@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from method_helpers import write_noise_images
 
 from cgdmae.pretrain.checkpoint import load_checkpoint
 from cgdmae.pretrain.engine import TrainConfig, train
@@ -41,7 +41,7 @@ def cases(paths, batch_size: int = 2):
     import test_methods_mae_lite as mae_lite
     import test_methods_person_mae as person_mae
     import test_methods_person_vit as person_vit
-    from interrupt import RESUME_CFG
+    from method_helpers import RESUME_CFG
 
     from cgdmae.pretrain.views import CrossRegionDataset
 
@@ -61,10 +61,7 @@ def cases(paths, batch_size: int = 2):
 def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     (out / "pool").mkdir()
-    rng = np.random.default_rng(0)
-    for k in range(8):
-        pixels = rng.integers(0, 255, (60, 30, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(out / "pool" / f"{k}.png")
+    write_noise_images(out / "pool")
     script = out / "ddp.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(TESTS), out=str(out))))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

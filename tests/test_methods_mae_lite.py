@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from interrupt import RESUME_CFG, Interrupt, without_timing
+from method_helpers import RESUME_CFG, Interrupt, without_timing
 from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae, encoder_state_dict

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from interrupt import RESUME_CFG, Interrupt, without_timing
-from PIL import Image
+from method_helpers import RESUME_CFG, Interrupt, without_timing, write_noise_images
 from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae
@@ -34,14 +33,7 @@ def make_method(seed: int = 0, **kw):
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pool")
-    rng = np.random.default_rng(0)
-    out = []
-    for k in range(8):
-        path = root / f"{k}.png"
-        Image.fromarray(rng.integers(0, 255, (60, 30, 3), dtype=np.uint8)).save(path)
-        out.append(path)
-    return out
+    return write_noise_images(tmp_path_factory.mktemp("pool"), shape=(60, 30))
 
 
 def dataset(paths, **kw):

@@ -1,9 +1,12 @@
-"""Shared by the methods' resume tests: a SIGTERM at a chosen sample, and log rows to compare."""
+"""Shared by the methods' tests: noise images on disk, a SIGTERM at a chosen sample, and log
+rows to compare."""
 
 import os
 import signal
 
+import numpy as np
 import torch
+from PIL import Image
 
 # two short epochs with a warm-up that ends mid-epoch, so a resume crosses the schedule's kink
 RESUME_CFG = dict(epochs=2, batch_size=2, blr=0.1, warmup_epochs=0.5, seed=1, device="cpu")
@@ -32,3 +35,14 @@ class Interrupt(torch.utils.data.Dataset):
 def without_timing(rows):
     """Log rows without the wall-clock columns, which differ between any two runs."""
     return [{k: v for k, v in row.items() if k not in ("img_per_s", "seconds")} for row in rows]
+
+
+def write_noise_images(root, n: int = 8, shape: tuple[int, int] = (60, 30)) -> list:
+    """``n`` PNGs of uniform noise, ``shape`` (height, width), as a tiny pre-training pool."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(n):
+        path = root / f"{k}.png"
+        Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
