@@ -11,11 +11,12 @@ from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae
 from cgdmae.pretrain.checkpoint import load_checkpoint
+from cgdmae.pretrain.data import sample_crop
 from cgdmae.pretrain.engine import Preempted, TrainConfig, _method_state, train
 from cgdmae.pretrain.methods import method_class
 from cgdmae.pretrain.methods.person_mae import encode_tokens
 from cgdmae.pretrain.methods.person_vit import dino_loss, mim_loss, update_center
-from cgdmae.pretrain.views import MultiCropDataset, sample_crop_with_ratio
+from cgdmae.pretrain.views import MultiCropDataset
 
 SIZE, LOCAL, PATCH = (32, 16), (16, 8), 8
 GRID = (SIZE[0] // PATCH, SIZE[1] // PATCH)
@@ -54,13 +55,13 @@ def test_crop_scales_and_aspect_ratios_stay_in_range():
     rng = np.random.default_rng(0)
     for scale in ((0.4, 1.0), (0.1, 0.8)):
         for _ in range(300):
-            crop = sample_crop_with_ratio(rng, 200, 400, scale, (3 / 8, 2 / 3))
+            crop = sample_crop(rng, 200, 400, scale, ratio=(3 / 8, 2 / 3))
             area = crop.height * crop.width / (200 * 400)
             assert scale[0] - 0.01 <= area <= scale[1] + 0.01
             assert 3 / 8 - 0.02 <= crop.width / crop.height <= 2 / 3 + 0.02
             assert crop.top + crop.height <= 400 and crop.left + crop.width <= 200
     # a wide image cannot hold a tall crop of that area: the fallback clips to the ratio range
-    crop = sample_crop_with_ratio(rng, 400, 100, (0.9, 1.0), (3 / 8, 2 / 3))
+    crop = sample_crop(rng, 400, 100, (0.9, 1.0), ratio=(3 / 8, 2 / 3))
     assert (crop.height, crop.width) == (100, 67) and crop.left == (400 - 67) // 2
 
 

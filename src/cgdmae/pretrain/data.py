@@ -30,7 +30,6 @@ from cgdmae.data import DatasetFormatError, load_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
 
 @dataclass(frozen=True)
@@ -53,22 +52,30 @@ def sample_crop(
     height: int,
     scale: tuple[float, float],
     hflip: bool = True,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> Crop:
-    """torchvision's RandomResizedCrop parameters (ratio 3/4–4/3), drawn from ``rng``."""
+    """torchvision's RandomResizedCrop parameters (w/h ``ratio``, log-uniform), from ``rng``.
+
+    After ten misses it falls back, as torchvision does, to the whole image clipped to the
+    ratio range (for a pedestrian-shaped range, not a central square).
+    """
     area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
         target = area * rng.uniform(*scale)
-        ratio = math.exp(rng.uniform(*LOG_RATIO))
-        w = int(round(math.sqrt(target * ratio)))
-        h = int(round(math.sqrt(target / ratio)))
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
         if 0 < w <= width and 0 < h <= height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             return Crop(top, left, h, w, hflip and bool(rng.random() < 0.5))
-    side = min(width, height)  # fallback: central square crop, as torchvision does
-    return Crop(
-        (height - side) // 2, (width - side) // 2, side, side, hflip and bool(rng.random() < 0.5)
-    )
+    w, h = width, height
+    if width / height < min(ratio):
+        h = int(round(w / min(ratio)))
+    elif width / height > max(ratio):
+        w = int(round(h * max(ratio)))
+    return Crop((height - h) // 2, (width - w) // 2, h, w, hflip and bool(rng.random() < 0.5))
 
 
 def crop_image(image: Image.Image, crop: Crop, size: tuple[int, int]) -> Image.Image:

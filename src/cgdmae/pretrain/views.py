@@ -19,7 +19,6 @@ from ``mask_ratio``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from PIL import Image, ImageFilter, ImageOps
 from cgdmae.data import load_rgb
 from cgdmae.models import block_mask
 from cgdmae.pretrain.data import (
-    Crop,
     PretrainDataset,
     apply_crop,
     crop_image,
@@ -109,38 +107,6 @@ class CrossRegionDataset(PretrainDataset):
 
 
 # ---- multi-crop (DINO / PersonViT) --------------------------------------------------------------
-def sample_crop_with_ratio(
-    rng: np.random.Generator,
-    width: int,
-    height: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    hflip: bool = True,
-) -> Crop:
-    """RandomResizedCrop parameters with a given w/h range (log-uniform), drawn from ``rng``.
-
-    After ten misses it falls back, as torchvision does, to the whole image clipped to the
-    ratio range: a central square would be far outside a pedestrian-shaped range.
-    """
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(rng.integers(0, height - h + 1))
-            left = int(rng.integers(0, width - w + 1))
-            return Crop(top, left, h, w, hflip and bool(rng.random() < 0.5))
-    w, h = width, height
-    if width / height < min(ratio):
-        h = int(round(w / min(ratio)))
-    elif width / height > max(ratio):
-        w = int(round(h * max(ratio)))
-    return Crop((height - h) // 2, (width - w) // 2, h, w, hflip and bool(rng.random() < 0.5))
-
-
 def color_augment(
     image: Image.Image, rng: np.random.Generator, blur_p: float, solarize_p: float
 ) -> Image.Image:
@@ -210,7 +176,7 @@ class MultiCropDataset(PretrainDataset):
         blur_p: float,
         solarize_p: float,
     ) -> torch.Tensor:
-        crop = sample_crop_with_ratio(rng, image.width, image.height, scale, self.ratio, self.hflip)
+        crop = sample_crop(rng, image.width, image.height, scale, self.hflip, self.ratio)
         out = crop_image(image, crop, size)
         if self.photometric:
             out = color_augment(out, rng, blur_p, solarize_p)
