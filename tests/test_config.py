@@ -92,6 +92,23 @@ def test_run_overrides_are_merged_and_checked():
         validate_config(config, SCHEMA)
 
 
+def test_optional_key_changes_only_the_runs_that_set_it():
+    from cgdmae.config import OPTIONAL_PRETRAIN_KEYS, run_spec
+
+    schema = yaml.safe_load(SCHEMA.read_text())["$defs"]["pretrain"]["properties"]
+    assert set(OPTIONAL_PRETRAIN_KEYS) == {k for k, v in schema.items() if "default" not in v}
+    config = default_config()
+    before = run_spec(validate_config(default_config(), SCHEMA), "person_vit")
+    config["runs"]["person_vit"]["overrides"]["weight_decay_end"] = 0.4
+    validate_config(config, SCHEMA)
+    assert run_spec(config, "person_vit") == {**before, "weight_decay_end": 0.4}
+    assert "weight_decay_end" not in run_spec(config, "mae")  # mae's Snakemake params unchanged
+
+    config["runs"]["person_vit"]["overrides"]["weight_decay_end"] = -1
+    with pytest.raises(ConfigError, match=r"runs\.person_vit\.overrides.*weight_decay_end"):
+        validate_config(config, SCHEMA)
+
+
 def test_cgd_mae_run_needs_a_known_teacher():
     config = default_config()
     config["teachers"] = {}

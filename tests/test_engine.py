@@ -27,6 +27,7 @@ from cgdmae.pretrain.engine import (
     build_optimizer,
     make_scheduler,
     peak_lr,
+    scheduled_weight_decay,
     train,
 )
 from cgdmae.pretrain.methods.base import PretrainMethod
@@ -347,6 +348,47 @@ def test_scheduler_reproduces_mae_formula(warmup_epochs):
             scheduler.step_update(step)
         expected = mae_lr(step / steps_per_epoch, base, 1e-6, warmup_epochs, 10)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def dino_weight_decay(base: float, final: float, total_steps: int) -> list[float]:
+    """DINO's ``utils.cosine_scheduler`` without warm-up, written out independently."""
+    return [
+        final + 0.5 * (base - final) * (1 + math.cos(math.pi * i / total_steps))
+        for i in range(total_steps)
+    ]
+
+
+def test_weight_decay_schedule_follows_dino_and_resumes_exactly(tmp_path):
+    cfg = {**CFG, "weight_decay": 0.04, "weight_decay_end": 0.4}
+    expected = dino_weight_decay(0.04, 0.4, 16)
+    got = [scheduled_weight_decay(TrainConfig(**cfg), s, 16) for s in range(16)]
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert scheduled_weight_decay(TrainConfig(**CFG), 7, 16) == 0.05  # no end: constant
+
+    straight = tmp_path / "straight"
+    train(TinyMethod(), Vectors(), TrainConfig(**cfg), straight)
+    rows = read_log(straight)
+    for epoch, row in enumerate(rows):  # the epoch's mean of the per-step values
+        mean = sum(expected[4 * epoch : 4 * epoch + 4]) / 4
+        assert float(row["weight_decay"]) == pytest.approx(mean, rel=1e-12)
+    groups = load_checkpoint(straight / "checkpoint.pth")["optimizer"]["param_groups"]
+    # after the last step the decayed groups sit at the end value; biases and norms stay at 0
+    assert sorted(g["weight_decay"] for g in groups) == pytest.approx([0.0, 0.4])
+
+    constant = tmp_path / "constant"
+    train(TinyMethod(), Vectors(), TrainConfig(**{**cfg, "weight_decay_end": None}), constant)
+    weights = [load_checkpoint(p / "checkpoint.pth")["model"] for p in (straight, constant)]
+    # the schedule reaches the optimizer update
+    assert not torch.equal(weights[0]["patch_embed.weight"], weights[1]["patch_embed.weight"])
+
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Preempted):
+        train(TinyMethod(), Vectors(signal_at=(2, 4)), TrainConfig(**cfg), resumed)
+    train(TinyMethod(init_seed=99), Vectors(), TrainConfig(**cfg), resumed)
+    assert_same_result(straight, resumed)
+
+    with pytest.raises(ValueError, match=r"weight_decay_end needs weight_decay > 0"):
+        TrainConfig(**{**cfg, "weight_decay": 0.0})
 
 
 def test_optimizer_groups_follow_mae(tmp_path):

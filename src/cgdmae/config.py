@@ -33,6 +33,10 @@ METHOD_SECTIONS = {
     "mae_lite": "mae_lite",
 }
 
+# `pretrain` keys with no default: a run may set them, and a run that does not keeps the
+# resolved spec it had (so adding such a key retrains nothing). The schema's default-less keys.
+OPTIONAL_PRETRAIN_KEYS = ("weight_decay_end",)
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
@@ -324,6 +328,9 @@ def _spec(config: Mapping[str, Any], run: str, declared: Mapping[str, Any]) -> d
                 f"config key '{where}.{dotted}': {section}.* configures method "
                 f"{METHOD_SECTIONS[section]}, but run {run!r} is {method}"
             )
-        set_dotted(spec, dotted, value, where=f"{where}.{dotted}")
+        if dotted in OPTIONAL_PRETRAIN_KEYS:
+            spec[dotted] = value
+        else:
+            set_dotted(spec, dotted, value, where=f"{where}.{dotted}")
     spec["method"] = method
     return spec

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+
 from cgdmae.eval.classification import attribute_metrics, top1_accuracy
 from cgdmae.eval.reid import compute_distmat, evaluate, evaluate_features, vehicleid_protocol
 from cgdmae.eval.rerank import re_ranking
 from cgdmae.eval.segmentation import SegmentationMeter
-from torch.utils.data import DataLoader
-
 from cgdmae.finetune.data import TaskData
 from cgdmae.finetune.tasks import FinetuneTask
 

@@ -96,6 +96,8 @@ class TrainConfig:
     min_lr: float = 0.0
     warmup_epochs: float = 0.0
     weight_decay: float = 0.05
+    # DINO/iBOT: cosine from weight_decay to this over training, on decayed parameters only
+    weight_decay_end: float | None = None
     accum_iter: int = 1
     betas: tuple[float, float] = (0.9, 0.95)
     save_every: int = 20
@@ -131,6 +133,11 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if self.weight_decay_end is not None and self.weight_decay <= 0:
+            raise ValueError(
+                "TrainConfig.weight_decay_end needs weight_decay > 0: the schedule applies to "
+                f"the parameter groups that decay, got weight_decay={self.weight_decay}"
             )
         self.betas = tuple(self.betas)
 
@@ -179,6 +186,27 @@ def make_scheduler(
         cycle_limit=1,
         t_in_epochs=False,
     )
+
+
+def scheduled_weight_decay(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The weight decay for optimizer step ``step``: constant, or DINO's per-step cosine from
+    ``weight_decay`` to ``weight_decay_end`` (no warm-up), which lets the late, small-lr phase
+    regularise more."""
+    if cfg.weight_decay_end is None or total_steps <= 0:
+        return cfg.weight_decay
+    done = min(step / total_steps, 1.0)
+    span = cfg.weight_decay - cfg.weight_decay_end
+    return cfg.weight_decay_end + 0.5 * span * (1 + math.cos(math.pi * done))
+
+
+def set_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Set the decay of the decayed groups; biases and norms (weight_decay 0) stay at 0.
+
+    timm's schedulers set a field on every group, so they cannot schedule weight decay.
+    """
+    for group in optimizer.param_groups:
+        if group["weight_decay"] > 0:
+            group["weight_decay"] = value
 
 
 def build_optimizer(
@@ -284,6 +312,7 @@ class _Run:
             method, cfg, peak_lr(cfg, self.env.world_size), self.env.device
         )
         self.scheduler = make_scheduler(self.optimizer, cfg, self.sampler.steps_per_epoch)
+        self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
         self.progress = Progress()
         seed_everything(cfg.seed + self.env.rank)  # distinct masking noise on each rank
         if self.checkpoint_path.exists():
@@ -324,7 +353,7 @@ class _Run:
         self.method.load_state_dict(saved["method"], strict=False)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.progress = Progress(**{f.name: saved[f.name] for f in fields(Progress)})
-        self.scheduler.step_update(self.progress.step)
+        self.schedule(self.progress.step)
         set_rng_state(saved["rng_ranks"][self.env.rank])
         log.info(
             "resumed from %s: %d epoch(s) and %d micro-batch(es) done, step %d",
@@ -333,6 +362,11 @@ class _Run:
             self.progress.batch_in_epoch,
             self.progress.step,
         )
+
+    def schedule(self, step: int) -> None:
+        """Set the learning rate and weight decay of optimizer step ``step``."""
+        self.scheduler.step_update(step)
+        set_weight_decay(self.optimizer, scheduled_weight_decay(self.cfg, step, self.total_steps))
 
     def save(self) -> None:
         """Checkpoint the current progress (a collective: every rank calls it, rank 0 writes)."""
@@ -374,7 +408,6 @@ class _Run:
                 int(np.random.SeedSequence([cfg.seed, epoch, env.rank]).generate_state(1)[0])
             ),
         )
-        total_steps = cfg.epochs * self.sampler.steps_per_epoch
         images_per_batch = cfg.batch_size * env.world_size
         # running sums of the logged values, continued from the checkpoint on a mid-epoch resume
         zero = torch.zeros((), dtype=torch.float64, device=env.device)
@@ -398,6 +431,9 @@ class _Run:
                     self._raise_non_finite(epoch, terms)
                 (terms["loss"] / cfg.accum_iter).backward()
             sums["lr"] = sums.get("lr", zero) + self.optimizer.param_groups[0]["lr"]
+            if cfg.weight_decay_end is not None:
+                wd = scheduled_weight_decay(cfg, progress.step, self.total_steps)
+                sums["weight_decay"] = sums.get("weight_decay", zero) + wd
             for k, v in terms.items():
                 sums[k] = sums.get(k, zero) + v.detach().double()
             progress.batch_in_epoch += 1
@@ -410,8 +446,8 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             progress.step += 1
             progress.samples_seen += images_per_batch * cfg.accum_iter
-            self.scheduler.step_update(progress.step)
-            self.method.on_step_end(progress.step, total_steps)
+            self.schedule(progress.step)
+            self.method.on_step_end(progress.step, self.total_steps)
             rate = images / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}", refresh=False)
             last_step = progress.batch_in_epoch == self.sampler.batches_per_epoch
@@ -437,10 +473,10 @@ class _Run:
     ) -> None:
         progress = self.progress
         batches = max(progress.batch_in_epoch, 1)
-        lr = sums.pop("lr", 0.0) / batches
+        schedule = {k: sums.pop(k) / batches for k in ("lr", "weight_decay") if k in sums}
         row = {"epoch": epoch + 1, "step": progress.step}
         row |= {k: v / batches for k, v in sums.items()}
-        row |= {"lr": lr, "img_per_s": images / max(seconds, 1e-9), "seconds": seconds}
+        row |= schedule | {"img_per_s": images / max(seconds, 1e-9), "seconds": seconds}
         progress.log_rows.append(row)
         progress.epoch, progress.batch_in_epoch, progress.epoch_sums = epoch + 1, 0, {}
         log.info(

@@ -206,6 +206,7 @@ def train_config(spec: dict[str, Any], seed: int) -> TrainConfig:
         min_lr=spec["min_lr"],
         warmup_epochs=spec["warmup_epochs"],
         weight_decay=spec["weight_decay"],
+        weight_decay_end=spec.get("weight_decay_end"),
         accum_iter=spec["accum_iter"],
         betas=tuple(spec["betas"]),
         clip_grad=spec["clip_grad"],
