@@ -113,6 +113,9 @@ def test_paper_config_has_each_seed_recipe_and_the_person_mae_ablations():
     assert person_vit["person_vit"]["local_size"] == [96, 64]
     assert person_vit["person_vit"]["local_views"] == 6
     assert person_vit["blr"] == 5e-4
+    schedule = train_config(person_vit, seed=0)
+    assert (schedule.weight_decay, schedule.weight_decay_end) == (0.04, 0.4)  # DINO's cosine
+    assert train_config(person_mae, seed=0).weight_decay_end is None
     lite = run_spec(config, "mae_lite_distill")
     assert lite["model"]["size"] == "tiny" and lite["model"]["num_heads"] == 12
     assert lite["crop_scale"] == [0.08, 1.0] and lite["epochs"] == 400
