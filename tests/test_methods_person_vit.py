@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from method_helpers import RESUME_CFG, Interrupt, without_timing, write_noise_images
+from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae
@@ -172,6 +173,21 @@ def test_temperature_warmup_momentum_and_last_layer_freeze():
     assert math.isclose(float(method.progress), 1.0)
 
 
+def test_drop_path_is_in_the_student_only_and_rises_over_the_blocks():
+    method = make_method(drop_path=0.3)
+    student = method.model.blocks
+    rates = [[m.drop_prob for m in b.modules() if isinstance(m, DropPath)] for b in student]
+    assert rates == [[], [0.3, 0.3]]  # 2 blocks: linspace(0, 0.3, 2), 0 -> no module
+    teacher = method.teacher["encoder"]
+    assert not any(isinstance(m, DropPath) for m in teacher.modules())
+    imgs = torch.randn(2, 3, *SIZE)
+    method.train()
+    with torch.no_grad():  # in training mode the teacher is deterministic, the student is not
+        assert torch.equal(encode_tokens(teacher, imgs), encode_tokens(teacher, imgs))
+        assert not torch.equal(encode_tokens(method.model, imgs), encode_tokens(method.model, imgs))
+    assert not any(isinstance(m, DropPath) for m in make_method().modules())  # default: none
+
+
 def test_export_is_the_teacher_backbone_and_loads_into_timm():
     method = make_method()
     optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
@@ -196,7 +212,7 @@ def test_export_is_the_teacher_backbone_and_loads_into_timm():
 
 
 def test_engine_checkpoint_and_resume_are_bit_exact(paths, tmp_path):
-    kw = dict(freeze_last_layer=0.2, temp_warmup=0.5)
+    kw = dict(freeze_last_layer=0.2, temp_warmup=0.5, drop_path=0.2)  # drop-path draws on resume
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(make_method(**kw), dataset(paths, seed=1), TrainConfig(**RESUME_CFG), straight)
     with pytest.raises(Preempted):

@@ -98,6 +98,7 @@ def build_method(
             lambda_dino=cfg["lambda_dino"],
             lambda_mim=cfg["lambda_mim"],
             freeze_last_layer=cfg["freeze_last_layer"],
+            drop_path=cfg["drop_path"],
         )
     if method == "mae_lite":
         cfg = spec["mae_lite"]

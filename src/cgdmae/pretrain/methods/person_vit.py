@@ -17,9 +17,11 @@ head (shared by the CLS and patch tokens, iBOT's ``shared_head``).
 DINO/iBOT details kept: student temperature 0.1; teacher temperatures warmed up linearly;
 centres updated with momentum 0.9 from the batch mean over all ranks; teacher momentum from
 ``ema_momentum`` to 1 along a half cosine; the weight-normalised last layer can be frozen for the
-first part of training. Not kept: the weight-decay schedule 0.04 → 0.4 (the engine's weight
-decay is fixed), drop-path in the student (the MAE's blocks have none) and DINO's learned
-position embedding (the MAE's is the fixed sin-cos table, so the export keeps one layout).
+first part of training; stochastic depth in the student only (rate rising linearly over the
+blocks to ``drop_path``, 0.1 in DINO/iBOT), the teacher having been copied before it is added.
+The weight-decay schedule 0.04 → 0.4 is the engine's ``weight_decay_end``. Not kept: DINO's
+learned position embedding (the MAE's is the fixed sin-cos table, so the export keeps one
+layout).
 
 The MAE's pixel decoder is not used: its weights stay in the checkpoint (so it keeps the MAE
 layout) but are frozen, which also keeps DDP from waiting for their gradients. The exported
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 
 from cgdmae.models import MaskedAutoencoderViT, encoder_state_dict
@@ -125,6 +128,16 @@ def update_center(center: torch.Tensor, logits: torch.Tensor, momentum: float) -
     center.mul_(momentum).add_(batch_mean.view_as(center), alpha=1 - momentum)
 
 
+def add_drop_path(model: MaskedAutoencoderViT, rate: float) -> None:
+    """Stochastic depth on the encoder's residual branches, rising linearly from 0 in the first
+    block to ``rate`` in the last (timm's and DINO's rule); the decoder's blocks are unused."""
+    depth = len(model.blocks)
+    for i, block in enumerate(model.blocks):
+        block_rate = rate * i / max(depth - 1, 1)
+        if block_rate > 0:
+            block.drop_path1, block.drop_path2 = DropPath(block_rate), DropPath(block_rate)
+
+
 @register_method("person_vit")
 class PersonViTMethod(PretrainMethod):
     """DINO + MIM (see the module docstring).
@@ -151,6 +164,7 @@ class PersonViTMethod(PretrainMethod):
         lambda_dino: float = 1.0,
         lambda_mim: float = 1.0,
         freeze_last_layer: float = 0.0,
+        drop_path: float = 0.0,
     ):
         super().__init__()
         self.model = model
@@ -166,6 +180,7 @@ class PersonViTMethod(PretrainMethod):
                 "head": copy.deepcopy(self.head).requires_grad_(False),
             }
         )
+        add_drop_path(model, drop_path)  # after the copy: the teacher's blocks keep none
         self.student_temp, self.center_momentum = student_temp, center_momentum
         self.teacher_temp, self.patch_temp = tuple(teacher_temp), tuple(patch_temp)
         self.temp_warmup, self.freeze_last_layer = temp_warmup, freeze_last_layer
