@@ -171,7 +171,14 @@ def test_dvc_pull_rebuilds_without_training(built, tmp_path):
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
     make = ["make", f"VENV={bin_dir.parent}", "-o", f"{bin_dir.parent}/.installed",
             "CONFIGFILE=tiny.yaml", f"DVC_REMOTE={remote}"]  # fmt: skip
+    # the copied results predate this clone's scripts: mark them as built here
+    run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", "--cores", "1",
+         "--touch", "all"], origin, env=env)  # fmt: skip
     run([*make, "push"], origin, env=env)
+    # dvc commit relinked the files (new mtimes): the pushing clone must still be up to date
+    dry = run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", "-n", "all"],
+              origin, env=env)  # fmt: skip
+    assert scheduled_jobs(dry.stdout) == [], dry.stdout[-3000:]
     run([*git, "add", "-f", "dvc.lock", "params.yaml", "tiny.yaml"], origin)
     run([*git, "commit", "-qm", "artifacts of the tiny config"], origin)
     run(["git", "clone", "-q", str(origin), str(fresh)], tmp_path)
@@ -188,3 +195,6 @@ def test_dvc_pull_rebuilds_without_training(built, tmp_path):
     dry = run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", "-n",
                "results/pretrain/mae/encoder.pth"], fresh, env=env)  # fmt: skip
     assert "pretrain: run=mae" in scheduled_jobs(dry.stdout), dry.stdout[-3000:]
+    # an out-of-date DAG is not pushed: its dvc.lock would record stale artifacts
+    stale = subprocess.run([*make, "push"], cwd=fresh, env=env, capture_output=True, text=True)
+    assert stale.returncode != 0 and "results/ is out of date" in stale.stderr, stale.stderr
