@@ -139,7 +139,8 @@ def test_each_method_gets_its_views_and_its_settings(pool):
     assert isinstance(method, PersonViTMethod) and isinstance(dataset, MultiCropDataset)
     assert method.head.last_layer.weight.shape[0] == spec["person_vit"]["out_dim"]
     deeper = build_method({**spec, "model": {**spec["model"], "depth": 2}})  # tiny has 1 block
-    assert deeper.model.blocks[-1].drop_path1.drop_prob == spec["person_vit"]["drop_path"] == 0.1
+    assert spec["person_vit"]["drop_path"] == 0.1
+    assert deeper.model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
     item = dataset[0]
     assert item["local_views"].shape == (2, 3, 16, 16)
     assert item["global_views"].shape == (2, 3, 32, 32)

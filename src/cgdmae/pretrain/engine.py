@@ -431,8 +431,8 @@ class _Run:
                     self._raise_non_finite(epoch, terms)
                 (terms["loss"] / cfg.accum_iter).backward()
             sums["lr"] = sums.get("lr", zero) + self.optimizer.param_groups[0]["lr"]
-            if cfg.weight_decay_end is not None:
-                wd = scheduled_weight_decay(cfg, progress.step, self.total_steps)
+            if cfg.weight_decay_end is not None:  # the value applied to the decayed groups
+                wd = max(g["weight_decay"] for g in self.optimizer.param_groups)
                 sums["weight_decay"] = sums.get("weight_decay", zero) + wd
             for k, v in terms.items():
                 sums[k] = sums.get(k, zero) + v.detach().double()

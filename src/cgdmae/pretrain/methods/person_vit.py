@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from timm.layers import DropPath
+from timm.layers import DropPath, calculate_drop_path_rates
 from torch import nn
 
 from cgdmae.models import MaskedAutoencoderViT, encoder_state_dict
@@ -131,9 +131,9 @@ def update_center(center: torch.Tensor, logits: torch.Tensor, momentum: float) -
 def add_drop_path(model: MaskedAutoencoderViT, rate: float) -> None:
     """Stochastic depth on the encoder's residual branches, rising linearly from 0 in the first
     block to ``rate`` in the last (timm's and DINO's rule); the decoder's blocks are unused."""
-    depth = len(model.blocks)
-    for i, block in enumerate(model.blocks):
-        block_rate = rate * i / max(depth - 1, 1)
+    for block, block_rate in zip(
+        model.blocks, calculate_drop_path_rates(rate, len(model.blocks)), strict=True
+    ):
         if block_rate > 0:
             block.drop_path1, block.drop_path2 = DropPath(block_rate), DropPath(block_rate)
 
