@@ -1,5 +1,6 @@
 """The seed methods as configured runs: their config sections, views, teachers and exports."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from PIL import Image
 
 from cgdmae.config import ConfigError, all_runs, run_spec, validate_config
 from cgdmae.finetune.backbone import load_vit
+from cgdmae.pretrain.checkpoint import load_checkpoint
 from cgdmae.pretrain.methods.mae_lite import MAELiteMethod
 from cgdmae.pretrain.methods.person_mae import PersonMAEMethod
 from cgdmae.pretrain.methods.person_vit import PersonViTMethod
@@ -231,3 +233,18 @@ def test_throughput_benchmark_times_every_method():
         "mae_lite distill",
     }
     assert all(r["img_per_s"] > 0 and r["train_gflops_per_img"] > 0 for r in results.values())
+
+
+# ---- launch -------------------------------------------------------------------------------------
+def test_launch_trains_in_process_or_as_ddp_ranks_under_torchrun(pool, tmp_path):
+    """The rule's entry point: one process trains here; gpus > 1 starts torchrun (gloo on CPU)."""
+    from cgdmae.pretrain.cli import launch
+
+    spec = {**run_spec(tiny_config(), "mae"), "epochs": 1, "batch_size": 4}
+    for gpus in (1, 2):
+        out, log = tmp_path / f"gpus{gpus}", tmp_path / f"gpus{gpus}.log"
+        argv = ["--name=mae", f"--spec={json.dumps(spec)}", f"--images={pool}", f"--out={out}"]
+        assert launch(argv, gpus, log) == 0, log.read_text()[-3000:]
+        saved = load_checkpoint(out / "checkpoint.pth")
+        assert saved["train_config"]["world_size"] == gpus and saved["step"] == 24 // (4 * gpus)
+        assert (out / "encoder.pth").exists() and "epoch 1/1" in log.read_text()

@@ -1,7 +1,5 @@
 """Config validation (before any job runs) and the helpers the other rule files share."""
 
-import json
-import sys
 from pathlib import Path
 
 from cgdmae.config import (
@@ -13,8 +11,6 @@ from cgdmae.config import (
     validate_config,
 )
 
-SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
-PYTHON = sys.executable
 PAPER = Path(workflow.basedir) / "paper"
 
 validate_config(
@@ -68,17 +64,6 @@ def pretrain_inputs(wildcards):
                 f"results/teacher/{teacher}/targets/{spec['dataset']}.pt"
             )
     return inputs
-
-
-def torchrun_args(gpus):
-    """Nothing for CPU or one GPU; torchrun's arguments for single-node multi-GPU DDP.
-
-    The interpreter itself ({PYTHON}) stays out of params, so that the same run launched
-    from another environment (a fresh clone after `dvc pull`) is not taken for a changed one.
-    """
-    if gpus > 1:
-        return f"-m torch.distributed.run --standalone --nproc_per_node={gpus}"
-    return ""
 
 
 TASKS = ("reid", "var", "vfr", "vps")

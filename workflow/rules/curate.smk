@@ -9,6 +9,8 @@ rule curation_embed:
         "results/curation/embeddings/{dataset}.npy",
     log:
         "logs/curation/embed_{dataset}.log",
+    conda:
+        "../envs/cgdmae.yaml"
     threads: 2
     resources:
         gpu=config["curation"]["gpus"],
@@ -30,6 +32,8 @@ rule curation_subset:
         "logs/curation/{subset}.log",
     wildcard_constraints:
         subset="|".join(config["curation"]["subsets"]) or "none",
+    conda:
+        "../envs/cgdmae.yaml"
     threads: 2
     params:
         cfg=config["curation"],
@@ -51,5 +55,7 @@ rule curation_figure:
         ),
     log:
         "logs/figures/curation_{subset}.log",
+    conda:
+        "../envs/cgdmae.yaml"
     script:
         "../scripts/curation_figure.py"

@@ -8,6 +8,8 @@ rule synthetic_dataset:
         "logs/data/{dataset}.log",
     wildcard_constraints:
         dataset="veri776|vehicleid|vfr|vps|pool",
+    conda:
+        "../envs/cgdmae.yaml"
     threads: 1
     params:
         world=lambda wildcards: {
@@ -28,6 +30,8 @@ rule contact_sheet:
         ),
     log:
         "logs/figures/synth_contact_sheet.log",
+    conda:
+        "../envs/cgdmae.yaml"
     threads: 1
     params:
         seed=config["synthetic"]["seed"],

@@ -15,6 +15,8 @@ rule finetune:
         "logs/finetune/{run}/{task}/{dataset}.log",
     wildcard_constraints:
         task="|".join(TASKS),
+    conda:
+        "../envs/cgdmae.yaml"
     threads: 1  # two jobs share a 2-core laptop better than one job on two threads
     resources:
         gpu=config["finetune"]["gpus"],

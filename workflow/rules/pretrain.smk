@@ -16,27 +16,17 @@ rule pretrain:
         log_csv="results/pretrain/{run}/log.csv",
     log:
         "logs/pretrain/{run}.log",
+    conda:
+        "../envs/cgdmae.yaml"
     threads: 2
     resources:
         gpu=lambda wildcards: run_spec(config, wildcards.run)["gpus"],
         runtime=lambda wildcards: run_spec(config, wildcards.run)["runtime"],
     params:
-        spec=lambda wildcards: json.dumps(
-            run_spec(config, wildcards.run), sort_keys=True
-        ),
-        torchrun=lambda wildcards: torchrun_args(
-            run_spec(config, wildcards.run)["gpus"]
-        ),
-        teacher=lambda wildcards, input: input.get("teacher", ""),
-        targets=lambda wildcards, input: input.get("targets", ""),
-        teacher_checkpoint=lambda wildcards, input: input.get("teacher_checkpoint", ""),
+        spec=lambda wildcards: run_spec(config, wildcards.run),
         seed=config["seed"],
-    shell:
-        "{PYTHON} {params.torchrun} {SCRIPTS}/pretrain.py --run={wildcards.run:q}"
-        " --spec={params.spec:q} --images={input.images:q} --teacher={params.teacher:q}"
-        " --targets={params.targets:q} --teacher-checkpoint={params.teacher_checkpoint:q}"
-        " --seed={params.seed} --out=results/pretrain/{wildcards.run}"
-        " > {log:q} 2>&1"
+    script:
+        "../scripts/pretrain.py"
 
 
 rule pretrain_all:
@@ -56,6 +46,8 @@ rule loss_curves:
         ),
     log:
         "logs/figures/pretrain_loss.log",
+    conda:
+        "../envs/cgdmae.yaml"
     params:
         runs=list(config["runs"]),
     script:

@@ -13,6 +13,8 @@ rule table_main:
         ),
     log:
         "logs/tables/main.log",
+    conda:
+        "../envs/cgdmae.yaml"
     params:
         caption="Downstream results of each pre-training run (%).",
         row_header="run",
@@ -37,6 +39,8 @@ rule table_ablation:
         ),
     log:
         "logs/tables/ablation_{name}.log",
+    conda:
+        "../envs/cgdmae.yaml"
     params:
         caption=lambda wildcards: (
             f"Ablation {wildcards.name}: {config['ablations'][wildcards.name]['axis']} "
@@ -70,6 +74,8 @@ rule figure_ablation:
         ),
     log:
         "logs/figures/ablation_{name}.log",
+    conda:
+        "../envs/cgdmae.yaml"
     params:
         axis=lambda wildcards: config["ablations"][wildcards.name]["axis"],
         rows=lambda wildcards: ablation_rows(wildcards.name),
@@ -90,6 +96,8 @@ rule figure_cmc:
         ),
     log:
         "logs/figures/cmc.log",
+    conda:
+        "../envs/cgdmae.yaml"
     params:
         run_datasets=[(run, d) for run in config["runs"] for _, d in cmc_tasks()],
     script:
@@ -111,6 +119,8 @@ rule figure_reconstructions:
         ),
     log:
         "logs/figures/reconstructions.log",
+    conda:
+        "../envs/cgdmae.yaml"
     params:
         specs={run: run_spec(config, run) for run in reconstruction_runs()},
         n_images=3,
@@ -141,9 +151,10 @@ rule report:
         "paper/report.html",
     log:
         "logs/report.log",
-    shell:
-        "CGDMAE_ROOT=$PWD {PYTHON} -m jupyter nbconvert --to html --execute --no-input"
-        " --output-dir=paper --output=report.html {input.notebook:q} > {log:q} 2>&1"
+    conda:
+        "../envs/cgdmae.yaml"
+    script:
+        "../scripts/report.py"
 
 
 rule paper:
@@ -152,5 +163,7 @@ rule paper:
         tex=PAPER / "main.tex",
     log:
         "logs/paper.log",
+    conda:
+        "../envs/cgdmae.yaml"
     script:
         "../scripts/paper_pdf.py"

@@ -9,6 +9,8 @@ rule teacher:
         metrics="results/teacher/{teacher}/metrics.json",
     log:
         "logs/teacher/{teacher}.log",
+    conda:
+        "../envs/cgdmae.yaml"
     threads: 2
     resources:
         runtime=120,
@@ -27,6 +29,8 @@ rule teacher_targets:
         "results/teacher/{teacher}/targets/{dataset}.pt",
     log:
         "logs/teacher/{teacher}_targets_{dataset}.log",
+    conda:
+        "../envs/cgdmae.yaml"
     threads: 2
     resources:
         runtime=240,

@@ -1,0 +1,97 @@
+"""``python -m cgdmae.pretrain.cli``: one pre-training run, in this process or under torchrun.
+
+The ``pretrain`` rule calls :func:`launch`. With one process it trains in the rule's own Python
+(so no interpreter path enters the job's command or params, and a pulled run launched from
+another environment is not taken for a changed one); with ``gpus > 1`` it starts
+``torchrun --standalone`` on this module, and every rank runs :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from cgdmae.pretrain.engine import EXIT_PREEMPTED, Preempted
+from cgdmae.pretrain.run import run_pretraining
+from cgdmae.workflow import rule_logging
+
+log = logging.getLogger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cgdmae.pretrain.cli", description=__doc__)
+    # no option may abbreviate one of torchrun's (it parses the whole line: --run is --run-path)
+    p.add_argument("--name", required=True, help="the run's name, for the log")
+    p.add_argument("--spec", required=True, help="the run's resolved config, as JSON")
+    p.add_argument("--images", required=True, help="pool directory or curation manifest")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", default="", help="cgd_mae: the CLIP teacher directory")
+    p.add_argument("--targets", default="", help="cgd_mae: cached teacher targets")
+    p.add_argument("--teacher-checkpoint", default="", help="MAE-Lite: the teacher's checkpoint")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train one run; the exit status: 0, or 75 after a SIGTERM checkpoint (Slurm requeues)."""
+    args = parser().parse_args(argv)
+    try:
+        run_pretraining(
+            json.loads(args.spec),
+            args.images,
+            args.out,
+            seed=args.seed,
+            teacher_dir=args.teacher or None,
+            targets=args.targets or None,
+            teacher_checkpoint=args.teacher_checkpoint or None,
+        )
+    except Preempted as exc:
+        log.warning("%s: %s", args.name, exc)
+        return EXIT_PREEMPTED
+    return 0
+
+
+def torchrun_command(argv: list[str], gpus: int) -> list[str]:
+    """Single-node DDP over ``gpus`` processes, each running :func:`main` on ``argv``."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        "cgdmae.pretrain.cli",
+        *argv,
+    ]
+
+
+def launch(argv: list[str], gpus: int, log_path: str | Path) -> int:
+    """Run :func:`main` here (``gpus <= 1``) or under torchrun, logging to ``log_path``.
+
+    Under torchrun a SIGTERM sent to this process is passed on, so the ranks checkpoint.
+    """
+    if gpus <= 1:
+        with rule_logging(log_path):
+            return main(argv)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as stream:
+        proc = subprocess.Popen(
+            torchrun_command(argv, gpus), stdout=stream, stderr=subprocess.STDOUT
+        )
+        previous = signal.signal(signal.SIGTERM, lambda signum, _: proc.send_signal(signum))
+        try:
+            return proc.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Execute the report notebook and write it as HTML without the code cells."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+from nbconvert import HTMLExporter
+from nbconvert.preprocessors import ExecutePreprocessor
+
+from cgdmae.pretrain.checkpoint import atomic_write
+
+
+def render_report(notebook: str | Path, output: str | Path, root: str | Path) -> None:
+    """Run ``notebook`` on the results under ``root`` (its ``CGDMAE_ROOT``) and write ``output``.
+
+    The kernel is this interpreter's, started in the notebook's folder; the HTML is what
+    ``jupyter nbconvert --execute --no-input`` writes, and it replaces ``output`` atomically.
+    """
+    notebook = Path(notebook)
+    node = nbformat.read(notebook, as_version=4)
+    os.environ["CGDMAE_ROOT"] = str(Path(root).resolve())  # inherited by the kernel
+    ExecutePreprocessor(timeout=None).preprocess(node, {"metadata": {"path": str(notebook.parent)}})
+    exporter = HTMLExporter(
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    )
+    html, _ = exporter.from_notebook_node(node)
+    atomic_write(output, lambda f: f.write(html.encode()))

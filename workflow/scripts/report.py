@@ -1,0 +1,9 @@
+"""Execute paper/report.ipynb on this workflow's results/ and write paper/report.html."""
+
+from pathlib import Path
+
+from cgdmae.report.notebook import render_report
+from cgdmae.workflow import rule_logging
+
+with rule_logging(snakemake.log[0]):
+    render_report(snakemake.input.notebook, snakemake.output[0], root=Path.cwd())
