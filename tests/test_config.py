@@ -172,3 +172,12 @@ def test_paper_config_is_valid_and_holds_the_published_recipe():
     assert spec["epochs"] == 400 and spec["blr"] == 1.5e-4
     assert spec["batch_size"] * spec["accum_iter"] * spec["gpus"] == 4096
     assert "cgd_mae@mask_ratio=0.9" in all_runs(config)
+
+
+def test_provenance_names_config_files_inside_the_workdir_relatively(tmp_path):
+    from cgdmae.workflow import provenance_path
+
+    inside = tmp_path / "config" / "config.yaml"
+    assert provenance_path(inside, tmp_path) == "config/config.yaml"
+    assert provenance_path(tmp_path / "x" / ".." / "config" / "c.yaml", tmp_path) == "config/c.yaml"
+    assert provenance_path("/elsewhere/paper.yaml", tmp_path) == "/elsewhere/paper.yaml"

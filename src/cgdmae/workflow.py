@@ -1,4 +1,5 @@
-"""Helpers for the thin workflow scripts: logging into the rule's ``log:`` file."""
+"""Helpers for the rules and the thin workflow scripts: logging into a rule's ``log:`` file,
+the config files as provenance names them."""
 
 from __future__ import annotations
 
@@ -31,3 +32,11 @@ def rule_logging(log_path: str | Path) -> Iterator[logging.Logger]:
             raise
         finally:
             root.removeHandler(handler)
+
+
+def provenance_path(path: str | Path, workdir: str | Path = ".") -> str:
+    """A config file as the tables name it: relative to the working directory when inside it,
+    so `snakemake all` and `--configfile config/config.yaml` are the same provenance and no
+    machine's absolute path enters the tables."""
+    path, workdir = Path(path).resolve(), Path(workdir).resolve()
+    return str(path.relative_to(workdir)) if path.is_relative_to(workdir) else str(path)

@@ -10,6 +10,7 @@ from cgdmae.config import (
     task_entry,
     validate_config,
 )
+from cgdmae.workflow import provenance_path
 
 PAPER = Path(workflow.basedir) / "paper"
 
@@ -98,7 +99,7 @@ def finetune_targets(runs):
     ]
 
 
-CONFIG_FILES = [str(p) for p in workflow.overwrite_configfiles] or [
+CONFIG_FILES = [provenance_path(p) for p in workflow.overwrite_configfiles] or [
     "config/config.yaml"
 ]
 
