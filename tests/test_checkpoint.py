@@ -1,6 +1,8 @@
 """Checkpoint files: atomic writes, errors that name the file, RNG capture, config comparison."""
 
+import os
 import random
+import stat
 
 import numpy as np
 import pytest
@@ -30,6 +32,18 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temp_file(tmp_path):
         atomic_write(path, half_then_fail)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["log.csv"]
+
+
+def test_written_files_get_the_umask_permissions_not_owner_only(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a", lambda f: f.write(b"x"))
+        os.umask(0o077)
+        atomic_write(tmp_path / "b", lambda f: f.write(b"x"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o644  # readable by the group
+    assert stat.S_IMODE((tmp_path / "b").stat().st_mode) == 0o600
 
 
 def test_round_trip_and_errors_name_the_file(tmp_path):

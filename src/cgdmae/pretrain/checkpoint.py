@@ -37,15 +37,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write`` on a temp file in ``path``'s directory, fsync it, then rename it over ``path``.
 
     The rename is atomic on POSIX file systems and the fsync makes the data durable before it,
-    so after a crash ``path`` holds either the old or the new content.
+    so after a crash ``path`` holds either the old or the new content. The file gets the
+    permissions ``open`` would give it (0666 less the umask), not mkstemp's owner-only 0600, so
+    colleagues sharing a results directory can read it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~umask)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
