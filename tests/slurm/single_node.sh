@@ -2,7 +2,8 @@
 # Start a one-node Slurm cluster on this machine (Debian packages, no systemd), with one
 # fake GPU as GRES, for the Slurm workflow test. Needs root and apt. Idempotent: daemons
 # that are already up are left alone. Without slurmdbd, so the Snakemake Slurm plugin must
-# query job states with squeue (finished jobs stay visible for MinJobAge seconds).
+# query job states with squeue (finished jobs stay visible for MinJobAge seconds: an hour, longer than the
+# time-limit test takes on a slow machine, which lists all of its jobs at the end).
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "single_node.sh: needs root" >&2; exit 2; }
 
@@ -41,7 +42,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
-MinJobAge=600
+MinJobAge=3600
 KillWait=30
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
