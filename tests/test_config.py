@@ -181,3 +181,67 @@ def test_provenance_names_config_files_inside_the_workdir_relatively(tmp_path):
     assert provenance_path(inside, tmp_path) == "config/config.yaml"
     assert provenance_path(tmp_path / "x" / ".." / "config" / "c.yaml", tmp_path) == "config/c.yaml"
     assert provenance_path("/elsewhere/paper.yaml", tmp_path) == "/elsewhere/paper.yaml"
+
+
+def resolved(spec: dict) -> tuple[float, int, int, float]:
+    """(peak lr, effective batch, epochs, warm-up epochs) as the pre-training job resolves them."""
+    from cgdmae.pretrain.engine import peak_lr
+    from cgdmae.pretrain.run import train_config
+
+    cfg = train_config(spec, seed=0)
+    world_size = spec["gpus"] * spec.get("nodes", 1)
+    batch = cfg.batch_size * cfg.accum_iter * world_size
+    return peak_lr(cfg, world_size), batch, cfg.epochs, cfg.warmup_epochs
+
+
+# Each paper run's published recipe: (lr, effective batch, epochs, warm-up epochs); None where the
+# paper does not say. MAE / CGD-MAE: blr 1.5e-4 at 256 × 8 accumulation × 2 GPUs = 4096 for 400
+# epochs, 40 warm-up. PersonMAE: lr 1.2e-3, 100 epochs, 20 warm-up. PersonViT: 5e-4 × batch / 256
+# "making sure not to exceed 0.002" (5e-4 × 2048 / 256 = 4e-3 without the cap), 10 warm-up.
+# MAE-Lite: 1.5e-4 × batch / 256, 400 epochs, at MAE's batch. Scratch trains for 0 epochs.
+PAPER_RECIPES = {
+    "scratch": (None, None, 0, None),
+    "mae": (2.4e-3, 4096, 400, 40),
+    "cgd_mae": (2.4e-3, 4096, 400, 40),
+    "person_mae": (1.2e-3, None, 100, 20),
+    "person_vit": (0.002, None, None, 10),
+    "mae_lite": (2.4e-3, 4096, 400, None),
+    "mae_lite_distill": (2.4e-3, 4096, 400, None),
+}
+
+
+def test_every_paper_run_resolves_to_its_papers_lr_batch_and_epochs():
+    from cgdmae.config import all_runs, run_spec
+
+    config = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
+    rows = []
+    for run in all_runs(config):
+        base, _, ablated = run.partition("@")
+        lr, batch, epochs, warmup = PAPER_RECIPES[base]
+        axis, _, value = ablated.partition("=")
+        if axis == "epochs":
+            epochs = int(value)
+        got = resolved(run_spec(config, run))
+        rows.append((run, got))
+        for name, want, have in zip(
+            ("lr", "batch", "epochs", "warmup"), (lr, batch, epochs, warmup), got, strict=True
+        ):
+            if want is not None:
+                assert have == pytest.approx(want), f"{run}: {name} {have}, the paper's {want}"
+    assert {run for run, _ in rows} >= set(PAPER_RECIPES)
+
+
+def test_max_lr_caps_the_scaled_lr_only_where_it_is_set():
+    from cgdmae.config import run_spec
+
+    config = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
+    vit = run_spec(config, "person_vit")
+    assert vit["max_lr"] == 0.002
+    assert resolved({**vit, "max_lr": None})[0] == pytest.approx(5e-4 * 2048 / 256)
+    assert resolved({**vit, "max_lr": 1.0})[0] == pytest.approx(4e-3)  # a cap above: no change
+    assert "max_lr" not in run_spec(config, "mae")  # runs without it keep their resolved spec
+
+    config = default_config()
+    config["runs"]["mae"] = {"method": "mae", "overrides": {"max_lr": 0}}
+    with pytest.raises(ConfigError, match=r"runs\.mae\.overrides.*max_lr"):
+        validate_config(config, SCHEMA)

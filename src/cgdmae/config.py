@@ -35,7 +35,7 @@ METHOD_SECTIONS = {
 
 # `pretrain` keys with no default: a run may set them, and a run that does not keeps the
 # resolved spec it had (so adding such a key retrains nothing). The schema's default-less keys.
-OPTIONAL_PRETRAIN_KEYS = ("weight_decay_end",)
+OPTIONAL_PRETRAIN_KEYS = ("weight_decay_end", "max_lr")
 
 
 class ConfigError(ValueError):

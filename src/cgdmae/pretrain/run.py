@@ -204,6 +204,7 @@ def train_config(spec: dict[str, Any], seed: int) -> TrainConfig:
         epochs=0 if spec["method"] == "scratch" else spec["epochs"],
         batch_size=spec["batch_size"],
         blr=spec["blr"],
+        max_lr=spec.get("max_lr"),
         min_lr=spec["min_lr"],
         warmup_epochs=spec["warmup_epochs"],
         weight_decay=spec["weight_decay"],
