@@ -1,5 +1,6 @@
 """Checkpoint files: atomic writes, errors that name the file, RNG capture, config comparison."""
 
+import logging
 import os
 import random
 import stat
@@ -14,8 +15,10 @@ from cgdmae.pretrain.checkpoint import (
     atomic_write,
     config_differences,
     load_checkpoint,
+    load_resumable,
     rng_state,
     save_checkpoint,
+    set_aside_if_stale,
     set_rng_state,
 )
 
@@ -67,6 +70,84 @@ def test_rng_state_restores_every_generator():
     set_rng_state(state)
     again = (random.random(), np.random.rand(), torch.rand(2))
     assert first[:2] == again[:2] and torch.equal(first[2], again[2])
+
+
+def test_rng_state_survives_a_weights_only_load_exactly(tmp_path):
+    """Tensors and plain lists only; cached Gaussians (Python's and NumPy's) come back too."""
+    random.seed(5), np.random.seed(5)
+    random.gauss(0, 1), np.random.standard_normal()  # each now holds a cached second value
+    state = rng_state()
+    assert random.getstate()[2] is not None and np.random.get_state()[3] == 1
+    torch.save(state, tmp_path / "rng.pth")
+    loaded = torch.load(tmp_path / "rng.pth", weights_only=True)
+    draws = (random.gauss(0, 1), random.random(), np.random.standard_normal(), np.random.rand())
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    set_rng_state(loaded)
+    again = (random.gauss(0, 1), random.random(), np.random.standard_normal(), np.random.rand())
+    assert draws == again
+    set_rng_state(loaded)
+    version, internal, gauss_next = state["python"]
+    assert random.getstate() == (version, tuple(internal), gauss_next)
+    name, key, *rest = np.random.get_state()
+    assert [name, key.tolist(), *rest] == state["numpy"]
+    assert torch.equal(torch.get_rng_state(), state["torch"])
+
+
+CORRUPT = {
+    "empty": (b"", r"cannot be read as a checkpoint \(the file is empty\)"),
+    "truncated": (None, r"cannot be read as a checkpoint \(PytorchStreamReader failed"),
+    "not a checkpoint": (b"not a checkpoint", r"cannot be read as a checkpoint"),
+    "pickled numpy": (None, r"refused by a weights-only load: it needs numpy\."),
+}
+
+
+def plant(path, kind):
+    data, _ = CORRUPT[kind]
+    state = {key: 0 for key in REQUIRED_KEYS} | {"model": {"w": torch.arange(3.0)}}
+    if kind == "pickled numpy":  # what RNG states held before they were stored as plain lists
+        state["rng_ranks"] = [{"numpy": np.random.get_state()}]
+    save_checkpoint(state, path)
+    if kind == "truncated":
+        data = path.read_bytes()[:200]
+    if data is not None:
+        path.write_bytes(data)
+
+
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_an_unloadable_checkpoint_is_an_error_naming_the_file(tmp_path, kind):
+    path = tmp_path / "checkpoint.pth"
+    plant(path, kind)
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pth: " + CORRUPT[kind][1]) as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(str(path))
+    assert "\n" not in str(err.value)  # one line, not torch's advice to load it unsafely
+
+
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_before_a_resume_an_unloadable_checkpoint_is_set_aside(tmp_path, kind, caplog):
+    """Renamed, never deleted, and logged: a retried job starts over instead of failing again."""
+    for check in (lambda p: set_aside_if_stale(p, {}), load_resumable):
+        path = tmp_path / "checkpoint.pth"
+        plant(path, kind)
+        content = path.read_bytes()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cgdmae.pretrain.checkpoint"):
+            assert check(path) is None
+        assert not path.exists()
+        aside = sorted(tmp_path.glob("checkpoint.corrupt-*.pth"), key=os.path.getmtime)[-1]
+        assert aside.read_bytes() == content
+        assert f"{path}: " in caplog.text and f"kept it as {aside}, starting over" in caplog.text
+    assert len(list(tmp_path.glob("checkpoint.corrupt-*.pth"))) == 2  # no name reused
+
+
+def test_a_readable_checkpoint_is_resumed_and_a_stale_one_kept_apart(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    state = {key: 0 for key in REQUIRED_KEYS} | {"config": {"epochs": 4}}
+    save_checkpoint(state, path)
+    set_aside_if_stale(path, {"epochs": 4})
+    assert load_resumable(path)["config"] == {"epochs": 4}
+    set_aside_if_stale(path, {"epochs": 8})
+    assert not path.exists() and len(list(tmp_path.glob("checkpoint.stale-*.pth"))) == 1
 
 
 def test_config_differences_name_dotted_keys_and_values():

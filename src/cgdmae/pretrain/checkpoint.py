@@ -4,13 +4,21 @@ Every file the engine writes goes through :func:`atomic_write`: a job killed mid
 the previous file (or none), never a truncated one that looks complete. The RNG capture covers
 every generator a training step may draw from, so a resumed run continues the same random
 stream (masking noise, dropout) as an uninterrupted one.
+
+Every load is ``weights_only=True``: a checkpoint holds tensors and plain values (the RNG states
+included), so a file pulled from a shared DVC remote is read as data and never runs code. A
+file that a weights-only load refuses, or that is truncated or empty, is a
+:class:`CheckpointError` naming the file; before a resume it is set aside (renamed
+``checkpoint.corrupt-<time>.pth``) so a retried job starts over instead of failing again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -62,16 +70,43 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, naming the file in every error.
+def _reason(exc: BaseException) -> str:
+    """What a ``torch.load`` error says about the file, in one line."""
+    message = str(exc)
+    refused = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([^\s,]+)", message)
+    if refused:
+        return (
+            f"refused by a weights-only load: it needs {refused.group(1)}, which a checkpoint "
+            "of tensors and plain values never does (a corrupt, older or tampered-with file)"
+        )
+    operand = re.search(r"Unsupported operand (\S+)", message)
+    if operand:
+        detail = f"a weights-only load refused pickle operand {operand.group(1)}"
+    else:
+        detail = message.strip().split(". ")[0] or type(exc).__name__
+    return f"cannot be read as a checkpoint ({detail})"
 
-    ``weights_only=False`` because the RNG states hold NumPy arrays and Python tuples; only
-    checkpoints this pipeline wrote are loaded.
+
+def load_weights_only(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; every failure names the file.
+
+    A weights-only load rebuilds tensors, containers and plain values only: a pickle that would
+    import or call anything (``__reduce__``) is refused before it runs.
     """
+    path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: cannot be read as a checkpoint (the file is empty)")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: {_reason(exc)}") from exc
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, naming the file in every error."""
+    state = load_weights_only(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint dict")
     missing = [key for key in REQUIRED_KEYS if key not in state]
@@ -80,19 +115,61 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def set_aside(path: str | Path, label: str) -> Path:
+    """Rename ``path`` to ``<stem>.<label>-<unix time><suffix>`` beside it and return the new name.
+
+    Another process (a DDP rank) may have moved it first: that is not an error.
+    """
+    path = Path(path)
+    stamp = int(time.time())
+    aside = path.with_name(f"{path.stem}.{label}-{stamp}{path.suffix}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.stem}.{label}-{stamp}-{n}{path.suffix}")
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, aside)
+    return aside
+
+
+def load_resumable(path: str | Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or ``None`` after setting an unusable one aside.
+
+    A file that cannot be loaded (refused, truncated, empty, missing keys) would fail every
+    retry of the job the same way: it is renamed with :func:`set_aside`, the log says why and
+    where it went, and the run starts over.
+    """
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        aside = set_aside(path, "corrupt")
+        log.warning("%s; kept it as %s, starting over", exc, aside)
+        return None
+
+
 def rng_state() -> dict[str, Any]:
-    """Every RNG a training step may draw from: Python, NumPy, torch CPU and CUDA."""
+    """Every RNG a training step may draw from: Python, NumPy, torch CPU and CUDA.
+
+    Held as tensors and plain lists, the types a weights-only load accepts: Python's state as
+    ``[version, [625 ints], gauss_next]``, NumPy's legacy MT19937 tuple as a list with the key
+    as a list of ints, torch's as its byte tensors.
+    """
+    version, internal, gauss_next = random.getstate()
+    name, key, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss_next],
+        "numpy": [str(name), key.tolist(), int(pos), int(has_gauss), float(cached_gaussian)],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore what :func:`rng_state` captured, exactly."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, key, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -117,18 +194,27 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 
 def set_aside_if_stale(path: str | Path, config: dict[str, Any]) -> None:
-    """Rename a checkpoint written under another config, so the job starts over but loses nothing.
+    """Before a job trains, rename a checkpoint it must not resume from, so it starts over.
 
-    A run whose config changed is a different run: resuming would mix two configurations, and
-    deleting would lose work someone may want back.
+    A checkpoint written under another config belongs to a different run: resuming would mix
+    two configurations, and deleting would lose work someone may want back, so it is kept as
+    ``<stem>.stale-<time>.pth``. One that cannot be loaded (refused by the weights-only load,
+    truncated, empty) would fail every retry the same way: it is kept as
+    ``<stem>.corrupt-<time>.pth``. The log names both files either way.
     """
     path = Path(path)
     if not path.exists():
         return
-    saved = torch.load(path, map_location="cpu", weights_only=False).get("config")
-    if saved != config:
-        aside = path.with_name(f"{path.stem}.stale-{int(time.time())}{path.suffix}")
-        os.replace(path, aside)
+    try:
+        state = load_weights_only(path)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint dict")
+    except CheckpointError as exc:
+        aside = set_aside(path, "corrupt")
+        log.warning("%s; kept it as %s, starting over", exc, aside)
+        return
+    if state.get("config") != config:
+        aside = set_aside(path, "stale")
         log.warning(
             "the config changed since %s was written: kept it as %s, starting over", path, aside
         )

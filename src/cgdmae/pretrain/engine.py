@@ -45,7 +45,7 @@ from tqdm import tqdm
 from cgdmae.pretrain.checkpoint import (
     atomic_write,
     config_differences,
-    load_checkpoint,
+    load_resumable,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -93,7 +93,6 @@ class TrainConfig:
     batch_size: int  # per GPU (per process)
     blr: float = 1.5e-4
     lr: float | None = None  # absolute lr; overrides blr when set
-    max_lr: float | None = None  # cap on the scaled lr (PersonViT: 5e-4 × batch / 256, <= 0.002)
     min_lr: float = 0.0
     warmup_epochs: float = 0.0
     weight_decay: float = 0.05
@@ -127,8 +126,6 @@ class TrainConfig:
                 )
         if self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.max_lr is not None and self.max_lr <= 0:
-            raise ValueError(f"TrainConfig.max_lr must be > 0, got {self.max_lr}")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -167,12 +164,10 @@ class Progress:
 
 
 def peak_lr(cfg: TrainConfig, world_size: int) -> float:
-    """MAE's linear scaling rule: blr × effective batch / 256, at most ``max_lr`` when set,
-    unless an absolute lr is given."""
+    """MAE's linear scaling rule: blr × effective batch / 256, unless an absolute lr is given."""
     if cfg.lr is not None:
         return cfg.lr
-    scaled = cfg.blr * cfg.batch_size * cfg.accum_iter * world_size / 256
-    return scaled if cfg.max_lr is None else min(scaled, cfg.max_lr)
+    return cfg.blr * cfg.batch_size * cfg.accum_iter * world_size / 256
 
 
 def make_scheduler(
@@ -335,7 +330,9 @@ class _Run:
         return {**asdict(self.cfg), "world_size": self.env.world_size}
 
     def _resume(self) -> None:
-        saved = load_checkpoint(self.checkpoint_path)
+        saved = load_resumable(self.checkpoint_path)  # None: it was unusable, set aside
+        if saved is None:
+            return
 
         def binding(train_config: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in train_config.items() if k not in FREE_ON_RESUME}
@@ -536,8 +533,9 @@ def train(
     P×K identity sampler); it needs ``set_epoch(epoch, skip_batches)``, ``batches_per_epoch``
     and ``steps_per_epoch`` like :class:`EpochShardSampler`.
 
-    Resumes from ``out_dir/checkpoint.pth`` when it exists; ``config_snapshot`` (the run's
-    resolved config) is stored in the checkpoint and must match on resume. Raises
+    Resumes from ``out_dir/checkpoint.pth`` when it exists (one that cannot be loaded is set
+    aside and the run starts over); ``config_snapshot`` (the run's resolved config) is stored
+    in the checkpoint and must match on resume. Raises
     :class:`Preempted` after a SIGTERM checkpoint, :class:`NonFiniteLossError` on a NaN/inf
     loss and :class:`ResumeMismatchError` when the checkpoint belongs to another configuration.
     """

@@ -9,6 +9,7 @@ import torch
 from torchvision.transforms import functional as TF
 
 from cgdmae.data import load_rgb
+from cgdmae.pretrain.checkpoint import load_checkpoint
 from cgdmae.pretrain.data import denormalize, normalize
 from cgdmae.pretrain.run import build_model
 
@@ -21,10 +22,11 @@ def reconstruct(
 
     With ``norm_pix_loss`` the decoder predicts per-patch normalised pixels; as in MAE's
     visualisation, each predicted patch is mapped back with the original patch's mean and
-    standard deviation.
+    standard deviation. ``checkpoint`` is loaded weights-only (it may come from a shared DVC
+    remote); a file that needs more is refused with a :class:`CheckpointError` naming it.
     """
     model = build_model(spec)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])  # weights-only: never runs code
     model.eval()
     size = list(spec["model"]["img_size"])
     images = torch.stack([normalize(TF.to_tensor(TF.resize(load_rgb(p), size))) for p in paths])
