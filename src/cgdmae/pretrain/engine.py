@@ -93,6 +93,7 @@ class TrainConfig:
     batch_size: int  # per GPU (per process)
     blr: float = 1.5e-4
     lr: float | None = None  # absolute lr; overrides blr when set
+    max_lr: float | None = None  # cap on the scaled lr (PersonViT: 5e-4 × batch / 256, <= 0.002)
     min_lr: float = 0.0
     warmup_epochs: float = 0.0
     weight_decay: float = 0.05
@@ -126,6 +127,8 @@ class TrainConfig:
                 )
         if self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.max_lr is not None and self.max_lr <= 0:
+            raise ValueError(f"TrainConfig.max_lr must be > 0, got {self.max_lr}")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -164,10 +167,12 @@ class Progress:
 
 
 def peak_lr(cfg: TrainConfig, world_size: int) -> float:
-    """MAE's linear scaling rule: blr × effective batch / 256, unless an absolute lr is given."""
+    """MAE's linear scaling rule: blr × effective batch / 256, at most ``max_lr`` when set,
+    unless an absolute lr is given."""
     if cfg.lr is not None:
         return cfg.lr
-    return cfg.blr * cfg.batch_size * cfg.accum_iter * world_size / 256
+    scaled = cfg.blr * cfg.batch_size * cfg.accum_iter * world_size / 256
+    return scaled if cfg.max_lr is None else min(scaled, cfg.max_lr)
 
 
 def make_scheduler(
