@@ -1,4 +1,7 @@
-"""Curation: the balanced sampler's guarantees, k-means on blobs, dedup, subsets, resume."""
+"""Curation: the balanced sampler's guarantees, k-means on blobs, resampling, dedup, subsets,
+resume."""
+
+import json
 
 import numpy as np
 import pytest
@@ -6,7 +9,15 @@ import torch
 
 from cgdmae.curation.dedup import duplicate_pairs, near_duplicates
 from cgdmae.curation.embed import embed_images
-from cgdmae.curation.kmeans import hierarchical_kmeans, kmeans
+from cgdmae.curation.kmeans import (
+    hierarchical_kmeans,
+    kmeans,
+    kmeans_level,
+    kmeans_plus_plus,
+    lloyd,
+    nearest_centroid,
+    potential,
+)
 from cgdmae.curation.sampling import balanced_targets, hierarchical_sample, random_sample
 from cgdmae.curation.subsets import attribute_entropy, curate, parse_subset
 from cgdmae.data.records import PoolRecord
@@ -50,6 +61,85 @@ def test_kmeans_recovers_blobs_and_backends_agree():
         assert len(np.unique(assign)) == 4
 
 
+def mixture(n_major, n_minor, n_components, dim, seed=0):
+    """Gaussian components at random places; component 0 holds ``n_major`` points."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_components, dim)) * 6
+    labels = np.repeat(np.arange(n_components), [n_major] + [n_minor] * (n_components - 1))
+    return (centres[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_resampling_moves_centroids_out_of_the_dominant_component(backend):
+    # component 0 holds 1000 of 1960 points (51 %); 40 clusters, sample ≈ half a cluster
+    x, labels = mixture(1000, 40, 25, dim=4)
+    points = torch.from_numpy(x)
+
+    def in_dominant(steps):
+        centroids, _ = kmeans(points, 40, n_iter=20, resampling_steps=steps, sample_size=10,
+                              backend=backend)  # fmt: skip
+        nearest, _ = nearest_centroid(centroids, points)  # each centroid's closest point
+        return int((labels[nearest.numpy()] == 0).sum())
+
+    without, with_resampling = in_dominant(0), in_dominant(5)
+    assert without >= 8  # plain k-means spends centroids on the mass
+    assert with_resampling <= without / 2
+
+
+def test_resampling_restarts_from_a_fresh_kmeans_plus_plus():
+    x, _ = mixture(1000, 40, 25, dim=4)
+    level = kmeans_level(torch.from_numpy(x), 40, n_iter=20, resampling_steps=3, sample_size=10)
+    moved = (level.centroids - level.initial).norm(dim=1)
+    assert (moved > 0.5).float().mean() > 0.5  # not a few Lloyd steps from where they were
+    assert (level.assign == nearest_centroid(torch.from_numpy(x), level.centroids)[0]).all()
+
+
+def test_greedy_kmeans_plus_plus_starts_lower_than_one_candidate():
+    x, _ = blobs([50] * 40, dim=8, spread=1.0, scale=4.0)
+    points = torch.from_numpy(x)
+    greedy, single = [], []
+    for seed in range(8):
+
+        def seeded(trials, seed=seed):
+            return kmeans_plus_plus(points, 40, torch.Generator().manual_seed(seed), trials)
+
+        greedy.append(potential(points, seeded(None)))  # 2 + ⌊ln 40⌋ = 5 candidates
+        single.append(potential(points, seeded(1)))
+    assert np.mean(greedy) < 0.9 * np.mean(single)
+    start = kmeans_plus_plus(points, 40, torch.Generator().manual_seed(0))
+    assert len(np.unique(start.numpy(), axis=0)) == 40  # centres are distinct data points
+    assert torch.isin(start, points).all(1).all()
+
+
+def test_backends_agree_on_a_fixed_start_and_keep_empty_clusters():
+    x, _ = blobs([40, 60, 80, 100], spread=0.5)
+    points = torch.from_numpy(x)
+    far = torch.full((2, x.shape[1]), 100.0)
+    far[1] *= -1  # two centroids no point is ever closest to
+    start = torch.cat([points[[0, 45, 110, 200, 250]], far])
+    faiss_c = lloyd(points, start, 10, "faiss")
+    torch_c = lloyd(points, start, 10, "torch")
+    assert torch.allclose(faiss_c, torch_c, atol=1e-5)
+    assert (faiss_c[5:] == far).all() and (torch_c[5:] == far).all()  # the empty ones stay
+    assert (nearest_centroid(points, faiss_c)[0] == nearest_centroid(points, torch_c)[0]).all()
+    runs = [kmeans(points, 6, n_iter=10, resampling_steps=3, sample_size=20, backend=b)
+            for b in ("faiss", "torch")]  # fmt: skip
+    assert torch.allclose(runs[0][0], runs[1][0], atol=1e-4)
+    assert (runs[0][1] == runs[1][1]).all()
+
+
+def test_per_level_resampling_settings():
+    x, _ = blobs([30] * 12)
+    one = hierarchical_kmeans(x, [12, 3], sample_sizes=5, n_iter=5, resampling_steps=[2, 0])
+    listed = hierarchical_kmeans(x, [12, 3], sample_sizes=[5, 5], n_iter=5,
+                                 resampling_steps=[2, 0])  # fmt: skip
+    assert all((a == b).all() for a, b in zip(one.assignments, listed.assignments, strict=True))
+    assert (one.centroids[1] == one.initial_centroids[1]).all()  # no resampling at level 1
+    assert not np.allclose(one.centroids[0], one.initial_centroids[0])
+    with pytest.raises(ValueError, match="resampling_steps has 3 entries, levels has 2"):
+        hierarchical_kmeans(x, [12, 3], sample_sizes=5, resampling_steps=[1, 1, 1])
+
+
 def test_hierarchical_kmeans_levels_nest_and_are_deterministic():
     x, _ = blobs([30] * 12)
     h = hierarchical_kmeans(x, [12, 3], sample_sizes=[5, 2], n_iter=10, resampling_steps=2)
@@ -78,7 +168,7 @@ def test_sampler_total_edges_and_determinism(strategy):
         hierarchical_sample(h, x, -1)
 
 
-def test_curated_subset_is_flatter_and_has_fewer_duplicates_than_random(tmp_path):
+def test_curated_subset_is_flatter_than_both_baselines(tmp_path):
     # a long-tailed pool: Zipf-sized blobs, one attribute combination each, many near-copies
     sizes = [int(400 / (k + 1)) + 3 for k in range(20)]
     x, labels = blobs(sizes, dim=16, spread=0.3, seed=4, scale=1.0)
@@ -87,26 +177,63 @@ def test_curated_subset_is_flatter_and_has_fewer_duplicates_than_random(tmp_path
     labels = np.concatenate([labels, labels[copies]])
     records = [PoolRecord(tmp_path / f"{i}.jpg", "", {"color": str(c % 5), "type": str(c // 5)})
                for i, c in enumerate(labels)]  # fmt: skip
-    cfg = {"dedup_threshold": 0.999, "levels": [20, 5], "sample_sizes": [5, 2], "n_iter": 10,
-           "resampling_steps": 2, "strategy": "r", "backend": "faiss"}  # fmt: skip
+    cfg = {"dedup_threshold": 0.999, "levels": [40, 10], "sample_sizes": [18, 2], "n_iter": 10,
+           "resampling_steps": 5, "strategy": "r", "backend": "faiss"}  # fmt: skip
     curated = curate("curated_300", records, x, cfg, tmp_path / "c")
+    dedup = curate("random_dedup_300", records, x, cfg, tmp_path / "d")
     random = curate("random_300", records, x, cfg, tmp_path / "r")
-    assert curated["selected"] == random["selected"] == 300
+    assert curated["selected"] == dedup["selected"] == random["selected"] == 300
     assert 250 <= curated["duplicates_removed"] <= 320
-    assert curated["entropy_selected"] > random["entropy_selected"] + 0.1
-    assert curated["near_duplicate_pairs_selected"] < random["near_duplicate_pairs_selected"]
+    assert curated["entropy_selected"] > max(dedup["entropy_selected"], random["entropy_selected"])
+    # the smallest quarter of the clusters: about their pool share at random, more when curated
+    assert curated["tail_clusters"] == 10
+    assert curated["tail_share_selected"] > 2 * max(dedup["tail_share_selected"],
+                                                    random["tail_share_selected"])  # fmt: skip
+    assert curated["largest_cluster_share_selected"] < random["largest_cluster_share_selected"]
+    assert curated["tail_share_pool"] == random["tail_share_pool"] < 0.1
+    # dedup alone removes the near-copies that a raw random draw keeps
+    assert curated["near_duplicate_pairs_selected"] == dedup["near_duplicate_pairs_selected"] == 0
+    assert random["near_duplicate_pairs_selected"] > 0
     lines = (tmp_path / "c/manifest.csv").read_text().splitlines()
     assert lines[0] == "path,level0,level1,selected" and len(lines) == len(x) + 1
     assert sum(line.endswith(",1") for line in lines[1:]) == 300
+    picked = [line for line in (tmp_path / "d/manifest.csv").read_text().splitlines()[1:]
+              if line.endswith(",1")]  # fmt: skip
+    assert len(picked) == 300 and not any(",-1," in line for line in picked)  # none removed
+    moved = json.loads((tmp_path / "c/resampling.json").read_text())
+    kept = len(x) - curated["duplicates_removed"]
+    for stage in ("before", "after"):
+        assert len(moved[stage]["centroids"]) == 40 and len(moved[stage]["centroids"][0]) == 2
+        assert sum(moved[stage]["sizes"]) == kept
+    assert moved["after"]["sizes"] == curated["cluster_sizes_before"][0]
+    # fewer centroids left in the dense blob: its clusters grow
+    assert max(moved["after"]["sizes"]) > max(moved["before"]["sizes"])
 
 
 def test_subset_names_and_bad_ones():
     assert parse_subset("curated_1000") == ("curated", 1000)
     assert parse_subset("random_0.25") == ("random", 0.25)
+    assert parse_subset("random_dedup_1000") == ("random_dedup", 1000)
+    assert parse_subset("random_dedup_0.5") == ("random_dedup", 0.5)
     assert parse_subset("full") == ("full", None)
-    for bad in ("curated_-5", "curated", "random_1.5", "best_100"):
-        with pytest.raises(ValueError, match="expected full, curated_<N> or random_<N>"):
+    for bad in ("curated_-5", "curated", "random_1.5", "best_100", "random_dedup", "dedup_10"):
+        with pytest.raises(ValueError, match="expected full, curated_<N>, random_dedup_<N> or"):
             parse_subset(bad)
+
+
+def test_subset_pattern_of_the_schema_matches_the_parser():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load(Path("workflow/schemas/config.schema.yaml").read_text())
+    pattern = schema["properties"]["curation"]["properties"]["subsets"]["items"]["pattern"]
+    for name in ("full", "curated_1000", "random_0.25", "random_dedup_1000", "random_dedup_1.0"):
+        assert re.match(pattern, name)
+        parse_subset(name)
+    for bad in ("random_dedup", "dedup_10", "random_dedup_1.5", "curated_"):
+        assert not re.match(pattern, bad)
 
 
 def test_dedup_keeps_the_first_copy():
@@ -115,6 +242,16 @@ def test_dedup_keeps_the_first_copy():
     assert duplicate_pairs(x, 0.999) == 3
     assert attribute_entropy([PoolRecord("a", "", {"color": "red", "type": "suv"})] * 3) == 0.0
     assert len(random_sample(10, 20)) == 10
+
+
+def test_dedup_at_one_removes_exact_copies_only():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 384)).astype(np.float32)
+    pool = np.concatenate([x, x[:10], 3 * x[:5], x[:5] + 1e-2])  # copies, scaled, near-copies
+    drop = near_duplicates(pool, 1.0)
+    assert drop[:60].sum() == 0 and drop[60:75].all() and not drop[75:].any()
+    assert duplicate_pairs(pool, 1.0) == 5 * 3 + 5  # x[:5] thrice, x[5:10] twice
+    assert duplicate_pairs(pool, 0.99) == 5 * 6 + 5  # the near-copies join x[:5] at 0.99
 
 
 def test_embedding_resumes_from_its_chunks(tmp_path):

@@ -1,8 +1,10 @@
-"""Pre-training subsets by name: ``full``, ``curated_<N>`` and ``random_<N>``.
+"""Pre-training subsets by name: ``full``, ``curated_<N>``, ``random_dedup_<N>``, ``random_<N>``.
 
 N is a count (``curated_1000``) or a fraction of the pool (``random_0.25``). A curated subset
-is drawn by balanced hierarchical sampling from the pool after near-duplicate removal; a
-random one uniformly from the whole pool, as the baseline of the same size.
+is drawn by balanced hierarchical sampling from the pool after near-duplicate removal. The two
+baselines of the same size separate its two effects: ``random_dedup_<N>`` draws uniformly from
+the deduplicated pool (dedup without balancing), ``random_<N>`` from the whole pool, duplicates
+included (neither).
 """
 
 from __future__ import annotations
@@ -18,24 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cgdmae.curation.dedup import duplicate_pairs, near_duplicates
-from cgdmae.curation.kmeans import hierarchical_kmeans
+from cgdmae.curation.kmeans import hierarchical_kmeans, nearest_centroid
 from cgdmae.curation.sampling import hierarchical_sample, random_sample
 from cgdmae.data.records import PoolRecord
 
-SUBSET_NAME = re.compile(r"^(curated|random)_(\d+|0?\.\d+|1\.0)$")
+KINDS = ("curated", "random_dedup", "random")
+SUBSET_NAME = re.compile(r"^(curated|random_dedup|random)_(\d+|0?\.\d+|1\.0)$")
+TAIL_FRACTION = 0.25  # the tail: this share of the pool's finest clusters, the smallest ones
 
 
 def parse_subset(name: str) -> tuple[str, float | None]:
-    """('full', None), ('curated', 1000) or ('random', 0.25)."""
+    """('full', None), ('curated', 1000), ('random_dedup', 1000) or ('random', 0.25)."""
     if name == "full":
         return "full", None
     match = SUBSET_NAME.match(name)
     if not match:
         raise ValueError(
-            f"subset {name!r}: expected full, curated_<N> or random_<N> with N a count "
-            "(e.g. curated_1000) or a fraction in (0, 1] (e.g. random_0.25)"
+            f"subset {name!r}: expected full, curated_<N>, random_dedup_<N> or random_<N> with "
+            "N a count (e.g. curated_1000) or a fraction in (0, 1] (e.g. random_0.25)"
         )
     amount = match.group(2)
     return match.group(1), float(amount) if "." in amount else int(amount)
@@ -83,6 +88,44 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def cluster_balance(finest: np.ndarray, pool_sizes: np.ndarray, chosen: np.ndarray) -> dict:
+    """How evenly ``chosen`` covers the finest clusters: the share of its images in the tail
+    (the smallest quarter of the pool's clusters, by size after dedup) and the share of its
+    most represented cluster. ``finest``: each pool image's finest cluster."""
+    n_tail = max(1, int(round(TAIL_FRACTION * len(pool_sizes))))
+    tail = np.zeros(len(pool_sizes), bool)
+    tail[np.argsort(pool_sizes, kind="stable")[:n_tail]] = True
+    counts = np.bincount(finest[chosen], minlength=len(pool_sizes))
+    total = max(int(counts.sum()), 1)
+    return {
+        "tail_clusters": n_tail,
+        "tail_share": float(counts[tail].sum() / total),
+        "largest_cluster_share": float(counts.max() / total) if len(chosen) else 0.0,
+    }
+
+
+def resampling_projection(
+    x: np.ndarray, initial: np.ndarray, final: np.ndarray, seed: int, n_points: int = 2000
+) -> dict[str, Any]:
+    """The finest level's centroids before and after the resampling steps, with the size of
+    their clusters, on the first two principal axes of the (deduplicated) embeddings; and a
+    sample of ``n_points`` points for the background."""
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x[:: max(1, len(x) // 20000)] - mean, full_matrices=False)
+    project = lambda a: np.round((a - mean) @ vt[:2].T, 4).tolist()  # noqa: E731
+    points = torch.from_numpy(np.ascontiguousarray(x))
+    sizes = [
+        np.bincount(nearest_centroid(points, torch.from_numpy(c))[0].numpy(), minlength=len(c))
+        for c in (initial, final)
+    ]
+    sample = np.random.default_rng(seed).permutation(len(x))[:n_points]
+    return {
+        "points": project(x[np.sort(sample)]),
+        "before": {"centroids": project(initial), "sizes": sizes[0].tolist()},
+        "after": {"centroids": project(final), "sizes": sizes[1].tolist()},
+    }
+
+
 def curate(
     name: str,
     records: Sequence[PoolRecord],
@@ -92,7 +135,9 @@ def curate(
     *,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write ``manifest.csv`` and ``stats.json`` of subset ``name`` into ``out_dir``."""
+    """Write ``manifest.csv``, ``stats.json`` and ``resampling.json`` (the finest centroids
+    before and after resampling, see :func:`resampling_projection`) of subset ``name`` into
+    ``out_dir``."""
     if len(records) != len(embeddings):
         raise ValueError(
             f"the pool has {len(records)} images but the embeddings have {len(embeddings)} rows; "
@@ -109,11 +154,10 @@ def curate(
         resampling_steps=cfg["resampling_steps"], seed=seed, backend=cfg["backend"],
     )  # fmt: skip
     target = n if kind == "full" else subset_size(amount, n)
-    available = len(kept) if kind == "curated" else n
+    deduplicated = kind in ("curated", "random_dedup")
+    available = len(kept) if deduplicated else n
     if target > available:
-        after_dedup = (
-            " after near-duplicate removal (curation.dedup_threshold)" if kind == "curated" else ""
-        )
+        after_dedup = " after near-duplicate removal (curation.dedup_threshold)" * deduplicated
         raise ValueError(
             f"curation.subsets: {name} asks for {target} images, but the pool has {available}"
             f"{after_dedup}; choose a smaller N or a fraction"
@@ -121,6 +165,8 @@ def curate(
     if kind == "curated":
         chosen = kept[hierarchical_sample(hierarchy, x[kept], target,
                                           strategy=cfg["strategy"], seed=seed)]  # fmt: skip
+    elif kind == "random_dedup":
+        chosen = kept[random_sample(len(kept), target, seed)]
     elif kind == "random":
         chosen = random_sample(n, target, seed)
     else:
@@ -140,6 +186,15 @@ def curate(
         writer.writerow([path, *levels[:, i].tolist(), int(selected[i])])
     _write_text_atomic(out_dir / "manifest.csv", text.getvalue())
 
+    # a removed duplicate counts in the finest cluster of its nearest centroid
+    finest = levels[0].copy()
+    if drop.any():
+        centroids = torch.from_numpy(hierarchy.centroids[0])
+        finest[drop] = nearest_centroid(torch.from_numpy(x[drop]), centroids)[0].numpy()
+    pool_sizes = np.bincount(hierarchy.assignments[0], minlength=cfg["levels"][0])
+    balance_pool = cluster_balance(finest, pool_sizes, kept)
+    balance = cluster_balance(finest, pool_sizes, chosen)
+
     picked = [records[i] for i in chosen]
     combos = len({(r.attributes.get("color"), r.attributes.get("type")) for r in records})
     pair_threshold = threshold if threshold is not None else 0.95
@@ -155,6 +210,11 @@ def curate(
             np.bincount(levels[k][selected & (levels[k] >= 0)], minlength=c).tolist()
             for k, c in enumerate(cfg["levels"])
         ],
+        "tail_clusters": balance["tail_clusters"],
+        "tail_share_pool": balance_pool["tail_share"],
+        "tail_share_selected": balance["tail_share"],
+        "largest_cluster_share_pool": balance_pool["largest_cluster_share"],
+        "largest_cluster_share_selected": balance["largest_cluster_share"],
         "entropy_pool": attribute_entropy(records),
         "entropy_selected": attribute_entropy(picked),
         "entropy_max": float(np.log(combos)) if combos else 0.0,
@@ -162,4 +222,8 @@ def curate(
         "near_duplicate_threshold": pair_threshold,
     }
     _write_text_atomic(out_dir / "stats.json", json.dumps(stats, indent=2))
+    projection = resampling_projection(
+        x[kept], hierarchy.initial_centroids[0], hierarchy.centroids[0], seed
+    )
+    _write_text_atomic(out_dir / "resampling.json", json.dumps(projection))
     return stats
