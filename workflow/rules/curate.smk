@@ -1,4 +1,5 @@
-"""Curation: embed the pool once, then one subset per name (curated_N, random_N, full)."""
+"""Curation: embed the pool once, then one subset per name (curated_N, random_dedup_N,
+random_N, full)."""
 
 
 rule curation_embed:
@@ -28,6 +29,7 @@ rule curation_subset:
     output:
         manifest="results/curation/{subset}/manifest.csv",
         stats="results/curation/{subset}/stats.json",
+        resampling="results/curation/{subset}/resampling.json",
     log:
         "logs/curation/{subset}.log",
     wildcard_constraints:
@@ -46,6 +48,7 @@ rule curation_figure:
     input:
         stats="results/curation/{subset}/stats.json",
         manifest="results/curation/{subset}/manifest.csv",
+        resampling="results/curation/{subset}/resampling.json",
     output:
         pdf="results/figures/curation_{subset}.pdf",
         png=report(
