@@ -245,3 +245,61 @@ def test_max_lr_caps_the_scaled_lr_only_where_it_is_set():
     config["runs"]["mae"] = {"method": "mae", "overrides": {"max_lr": 0}}
     with pytest.raises(ConfigError, match=r"runs\.mae\.overrides.*max_lr"):
         validate_config(config, SCHEMA)
+
+
+# names from the config become path parts under results/ and Slurm job names
+
+
+def write_config(tmp_path, config) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_run_name_that_climbs_out_of_results_fails_naming_the_key(tmp_path):
+    config = default_config()
+    config["runs"]["../x"] = {"method": "mae"}
+    path = write_config(tmp_path, config)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, SCHEMA)
+    assert str(err.value).startswith(f"{path}: config key 'runs': the name '../x' is not allowed")
+
+
+@pytest.mark.parametrize("section", ["runs", "datasets", "teachers", "ablations"])
+@pytest.mark.parametrize("name", ["my run", ".hidden", "a..b", "a/b", "-rf", "x;y", "ünï"])
+def test_unsafe_names_fail_naming_the_section_and_the_name(tmp_path, section, name):
+    import re
+
+    config = default_config()
+    config[section][name] = next(iter(config[section].values()))
+    with pytest.raises(ConfigError, match=rf"config key '{section}': the name '{re.escape(name)}'"):
+        load_config(write_config(tmp_path, config), SCHEMA)
+
+
+def test_safe_names_pass_and_the_schema_uses_the_code_pattern():
+    from cgdmae.config import NAME_PATTERN
+
+    config = default_config()
+    config["runs"]["mae_v2.1-b"] = {"method": "mae"}
+    config["datasets"]["VeRi_776.v2"] = dict(config["datasets"]["veri776"])
+    validate_config(config, SCHEMA)
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["$defs"]["name"]["pattern"] == NAME_PATTERN
+
+
+@pytest.mark.parametrize("value", ["../../x", "a b", "x/y"])
+def test_an_ablation_value_that_makes_an_unsafe_run_name_fails_naming_it(tmp_path, value):
+    config = default_config()
+    config["ablations"]["data_scale"]["values"] = ["pool", value]
+    with pytest.raises(ConfigError, match=r"config key 'ablations\.data_scale\.values\.1'") as err:
+        load_config(write_config(tmp_path, config), SCHEMA)
+    assert f"cgd_mae@dataset={value}" in str(err.value)
+
+
+def test_generated_ablation_run_names_are_accepted():
+    from cgdmae.config import all_runs
+
+    config = default_config()
+    config["ablations"]["mask"] = {"base": "cgd_mae", "axis": "mask_ratio", "values": [0.5, 1e-5]}
+    runs = all_runs(validate_config(config, SCHEMA))
+    assert {"cgd_mae@mask_ratio=0.5", "cgd_mae@mask_ratio=1e-05"} <= set(runs)

@@ -8,6 +8,7 @@ message buries the key under a dump of the schema.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ METHOD_SECTIONS = {
 # resolved spec it had (so adding such a key retrains nothing). The schema's default-less keys.
 OPTIONAL_PRETRAIN_KEYS = ("weight_decay_end", "max_lr")
 
+# names from the config (datasets, teachers, runs, ablations) become path parts under results/
+# and Slurm job names; the schema's $defs.name carries the same pattern
+NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+# an ablation's generated run, <base run>@<dotted pretrain key>=<value>
+ABLATION_RUN_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*@[A-Za-z0-9_.]+=[A-Za-z0-9_.+-]+$"
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
@@ -64,6 +71,9 @@ def _describe(error: Any) -> str:
         return f"unknown config key '{bad}' ({expected})"
     if error.validator == "required":
         return f"config key '{key}': {error.message}"
+    if "propertyNames" in error.schema_path:
+        rule = error.schema.get("description", f"pattern {error.schema.get('pattern')}")
+        return f"config key '{key}': the name {error.instance!r} is not allowed ({rule})"
     return f"config key '{key}': {error.message} (schema rule: {error.validator}={error.validator_value!r})"
 
 
@@ -264,10 +274,17 @@ def ablation_runs(config: Mapping[str, Any], name: str) -> list[tuple[Any, str]]
     base, axis = ablation["base"], ablation["axis"]
     base_spec = _spec(config, base, config["runs"][base])
     base_value = get_dotted(base_spec, axis, where=f"ablations.{name}.axis")
-    return [
-        (value, base if value == base_value else ablation_run_name(base, axis, value))
-        for value in ablation["values"]
-    ]
+    runs = []
+    for k, value in enumerate(ablation["values"]):
+        run = base if value == base_value else ablation_run_name(base, axis, value)
+        if not re.match(NAME_PATTERN, run) and not re.match(ABLATION_RUN_PATTERN, run):
+            raise ConfigError(
+                f"config key 'ablations.{name}.values.{k}': {value!r} makes the run name "
+                f"{run!r}, which is not allowed (a value in a run name is letters, digits "
+                "and _ . + - only, and no ..)"
+            )
+        runs.append((value, run))
+    return runs
 
 
 def all_runs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
