@@ -297,3 +297,28 @@ def test_bad_inputs_name_the_setting(tmp_path):
     np.save(tmp_path / "short.npy", x[:10])
     with pytest.raises(ValueError, match=r"shape \(10, 8\), expected 60 rows"):
         load_embeddings(tmp_path / "short.npy", 60)
+
+
+def test_curation_figure_draws_the_centroids_before_and_after_resampling(tmp_path):
+    from PIL import Image
+
+    from cgdmae.report.figures import curation_figure, save_figure
+
+    x, labels = blobs([60, 20, 20, 20])
+    records = []
+    for i, label in enumerate(labels):
+        path = tmp_path / f"img/{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (60 * int(label), 0, 0)).save(path)
+        records.append(PoolRecord(path, "", {"color": str(label), "type": "car"}))
+    cfg = {"dedup_threshold": None, "levels": [8], "sample_sizes": 5, "n_iter": 5,
+           "resampling_steps": 2, "strategy": "r", "backend": "torch"}  # fmt: skip
+    out = tmp_path / "curated_40"
+    curate("curated_40", records, x, cfg, out)
+    fig = curation_figure(out / "stats.json", out / "manifest.csv", out / "resampling.json")
+    panel = next(ax for ax in fig.axes if ax.get_title().startswith("finest centroids"))
+    sizes = [c.get_sizes() for c in panel.collections]  # points, before, after
+    assert len(sizes) == 3 and len(sizes[1]) == len(sizes[2]) == 8
+    assert "smallest 2 clusters" in fig.axes[0].get_title()
+    pdf, png = save_figure(fig, tmp_path / "figure")
+    assert pdf.stat().st_size > 0 and png.stat().st_size > 0

@@ -1,4 +1,5 @@
-"""One pre-training subset: manifest.csv (path, cluster ids, selected) and stats.json."""
+"""One pre-training subset: manifest.csv (path, cluster ids, selected), stats.json and
+resampling.json (the finest centroids before and after resampling)."""
 
 from pathlib import Path
 

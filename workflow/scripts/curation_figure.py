@@ -1,4 +1,5 @@
-"""Cluster sizes before/after and sample images of a few clusters of one subset."""
+"""Cluster sizes before/after, the centroids before/after resampling, and sample images of a
+few clusters of one subset."""
 
 from pathlib import Path
 
@@ -6,5 +7,9 @@ from cgdmae.report.figures import curation_figure, save_figure
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
-    figure = curation_figure(Path(snakemake.input.stats), Path(snakemake.input.manifest))
+    figure = curation_figure(
+        Path(snakemake.input.stats),
+        Path(snakemake.input.manifest),
+        Path(snakemake.input.resampling),
+    )
     log.info("wrote %s", save_figure(figure, snakemake.output.pdf.removesuffix(".pdf")))

@@ -125,11 +125,38 @@ def reconstructions(images: Mapping[str, tuple], n_images: int):
     return fig
 
 
+def resampling_panel(ax, projection: Mapping) -> None:
+    """The finest centroids before (hollow) and after (filled) the resampling steps over a
+    sample of the points, on the embeddings' first two principal axes; area ∝ cluster size."""
+    points = np.asarray(projection["points"]).reshape(-1, 2)
+    ax.scatter(points[:, 0], points[:, 1], s=2, color="#d0d0d0", linewidths=0, label="points")
+    largest = max(max(projection[stage]["sizes"]) for stage in ("before", "after")) or 1
+    for stage, style in (
+        ("before", {"facecolors": "none", "edgecolors": "#c0504d"}),
+        ("after", {"color": "#3b6ea8", "alpha": 0.7}),
+    ):
+        xy = np.asarray(projection[stage]["centroids"]).reshape(-1, 2)
+        area = 4 + 120 * np.asarray(projection[stage]["sizes"]) / largest
+        label = f"centroids {stage} resampling"
+        ax.scatter(xy[:, 0], xy[:, 1], s=area, linewidths=0.8, label=label, **style)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title("finest centroids (area ∝ cluster size)", fontsize=8)
+    ax.legend(fontsize=6, loc="best", markerscale=0.7)
+
+
 def curation_figure(
-    stats_path: Path, manifest_path: Path, n_clusters: int = 6, per_cluster: int = 8
+    stats_path: Path,
+    manifest_path: Path,
+    resampling_path: Path | None = None,
+    n_clusters: int = 6,
+    per_cluster: int = 8,
 ):
-    """Left: finest-level cluster sizes (sorted) in the pool and in the subset. Right: sample
-    images of a few clusters, so one can see what a cluster means."""
+    """Left: finest-level cluster sizes (sorted) in the pool and in the subset. Middle (with
+    ``resampling_path``): where the finest centroids sit before and after resampling. Right:
+    sample images of a few clusters, so one can see what a cluster means."""
     import json
 
     from PIL import Image
@@ -140,28 +167,47 @@ def curation_figure(
     order = np.argsort(stats["cluster_sizes_before"][0])[::-1]
     after = [stats["cluster_sizes_after"][0][c] for c in order]
     sns.set_theme(context="paper", style="whitegrid")
-    fig = plt.figure(figsize=(10, 3.6))
-    ax = fig.add_axes((0.06, 0.14, 0.36, 0.76))
+    middle = resampling_path is not None
+    width = 14.0 if middle else 10.0
+    fig = plt.figure(figsize=(width, 3.6))
+    inch = 1 / width  # one inch as a fraction of the width
+    ax = fig.add_axes((0.6 * inch, 0.14, 3.6 * inch, 0.76))
     ranks = np.arange(1, len(before) + 1)
     ax.bar(ranks, before, color="#c9d3e6", label="pool (after dedup)")
     ax.bar(ranks, after, color="#3b6ea8", label=f"{stats['subset']}")
     ax.set_xlabel("cluster (sorted by pool size)")
     ax.set_ylabel("images")
+    tail = (
+        f"\nsmallest {stats['tail_clusters']} clusters: {stats['tail_share_selected']:.0%} "
+        f"(pool {stats['tail_share_pool']:.0%}); largest: "
+        f"{stats['largest_cluster_share_selected']:.0%}"
+        if "tail_share_selected" in stats
+        else ""
+    )
     ax.set_title(
         f"{stats['selected']} of {stats['pool_images']} images; "
-        f"colour×type entropy {stats['entropy_selected']:.2f} (pool {stats['entropy_pool']:.2f})",
+        f"colour×type entropy {stats['entropy_selected']:.2f} (pool {stats['entropy_pool']:.2f})"
+        + tail,
         fontsize=8,
     )
     ax.legend(fontsize=7)
+    left = 4.6 * inch
+    if middle:
+        resampling_panel(
+            fig.add_axes((left + 0.3 * inch, 0.14, 3.6 * inch, 0.76)),
+            json.loads(Path(resampling_path).read_text()),
+        )
+        left += 4.2 * inch
     picks = order[np.linspace(0, len(order) - 1, n_clusters).astype(int)]
     rng = np.random.default_rng(0)
     for row, cluster in enumerate(picks):
         members = manifest[manifest["level0"] == cluster]
         sample = members.iloc[rng.permutation(len(members))[:per_cluster]]
         for col, rel in enumerate(sample["path"]):
-            sub = fig.add_axes((0.46 + col * 0.066, 0.84 - row * 0.145, 0.062, 0.135))
+            sub = fig.add_axes((left + col * 0.66 * inch, 0.84 - row * 0.145, 0.62 * inch, 0.135))
             with Image.open(manifest_path.parent / rel) as img:
                 sub.imshow(img.convert("RGB"))
             sub.set_axis_off()
-        fig.text(0.455, 0.9 - row * 0.145, f"c{cluster}\nn={len(members)}", fontsize=6, ha="right")
+        fig.text(left - 0.05 * inch, 0.9 - row * 0.145, f"c{cluster}\nn={len(members)}",
+                 fontsize=6, ha="right")  # fmt: skip
     return fig
