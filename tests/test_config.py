@@ -303,3 +303,152 @@ def test_generated_ablation_run_names_are_accepted():
     config["ablations"]["mask"] = {"base": "cgd_mae", "axis": "mask_ratio", "values": [0.5, 1e-5]}
     runs = all_runs(validate_config(config, SCHEMA))
     assert {"cgd_mae@mask_ratio=0.5", "cgd_mae@mask_ratio=1e-05"} <= set(runs)
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "value"),
+    [
+        ("person_vit", "mask_ratio", 0.5),
+        ("person_vit", "crop_scale", [0.5, 1.0]),
+        ("person_vit", "model.decoder_depth", 2),
+        ("scratch", "epochs", 100),
+        ("scratch", "mask_ratio", 0.5),
+    ],
+)
+def test_an_override_the_method_ignores_is_refused(method, key, value):
+    config = default_config()
+    config["ablations"] = {}
+    config["runs"] = {"run": {"method": method, "overrides": {key: value}}}
+    with pytest.raises(ConfigError, match=rf"runs\.run\.overrides\.{key}.*{method} ignores"):
+        validate_config(config, SCHEMA)
+
+
+def test_an_ablation_of_a_key_the_method_ignores_is_refused():
+    config = default_config()
+    config["ablations"] = {
+        "mask": {"base": "person_vit", "axis": "mask_ratio", "values": [0.5, 0.75, 0.9]}
+    }
+    with pytest.raises(
+        ConfigError, match=r"ablations\.mask\.axis.*person_vit.*ignores.*mask_ratio"
+    ):
+        validate_config(config, SCHEMA)
+    config["ablations"]["mask"]["base"] = "mae"  # MAE reads it
+    validate_config(config, SCHEMA)
+
+
+def test_person_vit_trains_the_same_without_the_keys_it_is_said_to_ignore(tmp_path, monkeypatch):
+    """The declaration is checked against the code: changing the keys declared ignored (those
+    that leave the initialisation's random draw alone) changes neither the views nor the loss."""
+    import copy
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torch.utils.data import default_collate
+
+    from cgdmae.config import IGNORED_PRETRAIN_KEYS, run_spec
+    from cgdmae.pretrain import run as pretrain_run
+
+    config = load_config(ROOT / "tests" / "configs" / "tiny.yaml", SCHEMA)
+    base = run_spec(config, "person_vit")
+    changed = copy.deepcopy(base)
+    changed |= {"mask_ratio": 0.3, "mask_strategy": "block", "crop_scale": [0.6, 0.9]}
+    changed["model"]["norm_pix_loss"] = not base["model"]["norm_pix_loss"]
+    assert {"mask_ratio", "mask_strategy", "crop_scale", "model.norm_pix_loss"} <= set(
+        IGNORED_PRETRAIN_KEYS["person_vit"]
+    )
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(4):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(paths[-1])
+    monkeypatch.setattr(pretrain_run, "image_paths", lambda images: paths)
+    outcomes = []
+    for spec in (base, changed):
+        torch.manual_seed(0)
+        method = pretrain_run.build_method(spec)
+        data = pretrain_run.build_dataset(spec, "pool", seed=0)
+        batch = default_collate([data[k] for k in range(4)])
+        torch.manual_seed(1)
+        outcomes.append((method.state_dict(), batch, method(batch)["loss"].detach()))
+    (state_a, batch_a, loss_a), (state_b, batch_b, loss_b) = outcomes
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert all(torch.equal(batch_a[k], batch_b[k]) for k in batch_a)
+    assert torch.equal(loss_a, loss_b)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("run", r"runs\.mae\.overrides\.warmup_epochs.*warmup_epochs 6 >= epochs 6"),
+        ("pretrain", r"'pretrain\.warmup_epochs'.*warmup_epochs 8 >= epochs 6"),
+        ("ablation", r"ablations \(mae@epochs=4\).*warmup_epochs 4 >= epochs 4"),
+        ("finetune", r"finetune\.reid\.warmup_epochs.*10 >= epochs 10"),
+    ],
+)
+def test_warmup_as_long_as_training_is_refused(where, expected):
+    config = default_config()
+    config["ablations"] = {}
+    config["pretrain"] |= {"epochs": 6, "warmup_epochs": 1}
+    if where == "run":
+        config["runs"]["mae"]["overrides"] = {"warmup_epochs": 6}
+    elif where == "pretrain":
+        config["pretrain"]["warmup_epochs"] = 8
+    elif where == "ablation":
+        config["pretrain"]["warmup_epochs"] = 4
+        config["runs"]["person_vit"]["overrides"]["epochs"] = 6
+        config["ablations"] = {"ep": {"base": "mae", "axis": "epochs", "values": [6, 4]}}
+    else:
+        config["finetune"]["reid"]["warmup_epochs"] = 10
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "name", ["config/config.yaml", "tests/configs/tiny.yaml", "config/paper.yaml"]
+)
+def test_shipped_configs_have_warmups_shorter_than_training(name):
+    from cgdmae.config import all_runs, run_spec
+
+    config = load_config(ROOT / name, SCHEMA)
+    for run in all_runs(config):
+        spec = run_spec(config, run)
+        assert spec["method"] == "scratch" or spec["warmup_epochs"] < spec["epochs"], run
+
+
+@pytest.mark.parametrize("values", [[0.5, 0.75, 0.5], [1, 1.0]])
+def test_duplicate_ablation_values_are_refused(values):
+    config = default_config()
+    config["ablations"] = {"mask": {"base": "mae", "axis": "mask_ratio", "values": values}}
+    if values == [1, 1.0]:
+        config["ablations"]["mask"]["axis"] = "distill.lambda"
+        config["ablations"]["mask"]["base"] = "cgd_mae"
+    with pytest.raises(ConfigError, match=rf"ablations\.mask\.values\.{len(values) - 1}.*twice"):
+        validate_config(config, SCHEMA)
+
+
+def test_readme_states_the_kl_direction_the_code_computes():
+    import torch
+
+    from cgdmae.pretrain.methods.cgd_mae import text_kl_loss
+
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = (
+        torch.randn(5, 8, generator=generator),
+        torch.randn(5, 8, generator=generator),
+    )
+    text = torch.nn.functional.normalize(torch.randn(7, 8, generator=generator), dim=-1)
+
+    def log_probs(x):
+        logits = 100 * torch.nn.functional.normalize(x, dim=-1) @ text.T
+        return torch.log_softmax(logits, dim=-1)
+
+    log_s, log_t = log_probs(student), log_probs(teacher)
+    teacher_first = (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+    student_first = (log_s.exp() * (log_s - log_t)).sum(-1).mean()
+    got = text_kl_loss(student, teacher, text)
+    assert got == pytest.approx(teacher_first.item(), rel=1e-4)
+    assert got != pytest.approx(student_first.item(), rel=1e-2)
+    readme = (ROOT / "config" / "README.md").read_text()
+    assert "`L_kl` = KL(P_t ‖ P_s)" in readme and "KL(P_s ‖ P_t) between" not in readme

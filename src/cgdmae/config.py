@@ -34,6 +34,40 @@ METHOD_SECTIONS = {
     "mae_lite": "mae_lite",
 }
 
+# `pretrain` keys (dotted, as in overrides and ablation axes) that a method never reads: a run
+# of that method setting one, or an ablation of one on such a run, would train the same thing
+# again, so validation refuses it. person_vit trains DINO + MIM on its own multi-crop views and
+# block masks (person_vit.*); the MAE's pixel decoder stays frozen and unused. scratch exports
+# the initialisation and trains nothing. The MAE decoder's sizes still change the random draw of
+# the initialisation (its mask token is drawn before the encoder's blocks), nothing else.
+_UNUSED_DECODER = (
+    "model.decoder_dim",
+    "model.decoder_depth",
+    "model.decoder_heads",
+    "model.norm_pix_loss",
+)
+IGNORED_PRETRAIN_KEYS: dict[str, tuple[str, ...]] = {
+    "person_vit": ("mask_ratio", "mask_strategy", "crop_scale", *_UNUSED_DECODER),
+    "scratch": (
+        "dataset",
+        "mask_ratio",
+        "mask_strategy",
+        "epochs",
+        "warmup_epochs",
+        "batch_size",
+        "accum_iter",
+        "blr",
+        "max_lr",
+        "min_lr",
+        "weight_decay",
+        "weight_decay_end",
+        "betas",
+        "clip_grad",
+        "crop_scale",
+        *_UNUSED_DECODER,
+    ),
+}
+
 # `pretrain` keys with no default: a run may set them, and a run that does not keeps the
 # resolved spec it had (so adding such a key retrains nothing). The schema's default-less keys.
 OPTIONAL_PRETRAIN_KEYS = ("weight_decay_end", "max_lr")
@@ -168,8 +202,10 @@ def _check_references(config: Mapping[str, Any]) -> None:
                     f"config key '{key}': dataset {name!r} has format {fmt}; "
                     f"{task} reads {', '.join(formats)}"
                 )
+    _check_finetune_warmup(config)
     for name, ablation in config.get("ablations", {}).items():
         _require(config, "runs", ablation["base"], f"ablations.{name}.base")
+        _check_ablation_values(config, name, ablation)
         for k, entry in enumerate(ablation["tasks"]):
             task, dataset = task_entry(entry)
             if dataset not in config.get("finetune", {}).get(task, {}).get("datasets", []):
@@ -195,6 +231,7 @@ def _check_references(config: Mapping[str, Any]) -> None:
                 f"config key 'runs.{run}: pretrain.dataset': {spec['dataset']!r} is neither a "
                 f"dataset nor a curation subset (known: {known})"
             )
+        _check_warmup(config, run, spec)
         if spec["method"] == "cgd_mae":
             _require(
                 config,
@@ -206,6 +243,57 @@ def _check_references(config: Mapping[str, Any]) -> None:
             _check_teacher_run(config, run, spec)
         if spec["method"] == "person_vit":
             _check_person_vit_sizes(run, spec)
+
+
+def _check_ablation_values(
+    config: Mapping[str, Any], name: str, ablation: Mapping[str, Any]
+) -> None:
+    """An ablation's values must differ from each other, on a key its base run's method reads."""
+    method = config["runs"][ablation["base"]]["method"]
+    axis = ablation["axis"]
+    if axis in IGNORED_PRETRAIN_KEYS.get(method, ()):
+        raise ConfigError(
+            f"config key 'ablations.{name}.axis': method {method} (run {ablation['base']!r}) "
+            f"ignores pretrain.{axis}, so every value would train the same run"
+        )
+    values = ablation["values"]
+    for k, value in enumerate(values):
+        if value in values[:k]:
+            raise ConfigError(
+                f"config key 'ablations.{name}.values.{k}': {value!r} is listed twice "
+                f"(values of {axis}: {values}); each value must be a different run"
+            )
+
+
+def _check_warmup(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
+    """The lr must leave its warm-up: ``warmup_epochs`` below ``epochs`` (of a run that trains)."""
+    warmup, epochs = spec["warmup_epochs"], spec["epochs"]
+    if spec["method"] == "scratch" or epochs == 0 or warmup < epochs:
+        return
+    overrides = all_runs(config)[run].get("overrides", {})
+    keys = [k for k in ("warmup_epochs", "epochs") if k in overrides]
+    if "@" in run:
+        where = f"ablations ({run}): pretrain.warmup_epochs"
+    elif keys:
+        where = f"runs.{run}.overrides.{keys[0]}"
+    else:
+        where = "pretrain.warmup_epochs"
+    raise ConfigError(
+        f"config key '{where}': run {run!r} has warmup_epochs {warmup} >= epochs {epochs}, so "
+        "its lr would never leave the warm-up; warmup_epochs must be below epochs"
+    )
+
+
+def _check_finetune_warmup(config: Mapping[str, Any]) -> None:
+    for task, spec in config.get("finetune", {}).items():
+        if not isinstance(spec, Mapping) or "epochs" not in spec:
+            continue
+        warmup, epochs = spec.get("warmup_epochs", 0), spec["epochs"]
+        if warmup >= epochs:
+            raise ConfigError(
+                f"config key 'finetune.{task}.warmup_epochs': {warmup} >= epochs {epochs}, so "
+                "the lr would never leave the warm-up; warmup_epochs must be below epochs"
+            )
 
 
 def _check_teacher_run(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
@@ -339,6 +427,11 @@ def _spec(config: Mapping[str, Any], run: str, declared: Mapping[str, Any]) -> d
     }
     where = f"ablations ({run})" if "@" in run else f"runs.{run}.overrides"
     for dotted, value in declared.get("overrides", {}).items():
+        if dotted in IGNORED_PRETRAIN_KEYS.get(method, ()):
+            raise ConfigError(
+                f"config key '{where}.{dotted}': method {method} ignores pretrain.{dotted}, "
+                f"so run {run!r} would train as without it"
+            )
         section = dotted.split(".")[0]
         if METHOD_SECTIONS.get(section, method) != method:
             raise ConfigError(
