@@ -1,6 +1,7 @@
 """Fine-tuning: BoT losses, the backbone from encoder.pth, bad input, resume, every task end to end."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -44,7 +45,7 @@ def tiny_spec(**overrides):
     base = dict(
         img_size=[32, 32],
         epochs=2,
-        warmup_epochs=1,
+        warmup_epochs=0.5,
         batch_size=8,
         instances=2,
         pad=2,
@@ -254,3 +255,240 @@ def test_several_seeds_give_the_mean_and_each_seed(data, tmp_path):
     ((_, [cell]),) = table.cells()
     mean, std = 100 * sum(top1) / 2, 100 * abs(top1[0] - top1[1]) / 2**0.5
     assert cell["text"] == f"{mean:.1f} ± {std:.1f}"
+
+
+# --- the published recipes: MAE's layer decay, TransReID's vehicle settings ------------------
+
+PAPER = SCHEMA.parents[2] / "config/paper.yaml"
+
+
+def paper_task(task):
+    """``finetune.<task>`` of config/paper.yaml with the schema's defaults filled."""
+    paper = yaml.safe_load(PAPER.read_text())
+    config = {k: paper[k] for k in ("datasets", "cluster") if k in paper}
+    config["finetune"] = {task: paper["finetune"][task]}
+    validate_config(config, SCHEMA)
+    return config["finetune"][task]
+
+
+def tiny_task(task, spec, depth=2, num_classes=5):
+    from timm.models.vision_transformer import VisionTransformer
+
+    from cgdmae.finetune.data import TaskData
+    from cgdmae.finetune.run import build_task
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=16, depth=depth, num_heads=2, num_classes=0
+    )
+    counts = {"ids": num_classes, "classes": num_classes, "color": 3, "type": 4}
+    return build_task(task, TaskData([], {}, counts), spec, vit)
+
+
+def named_groups(optimizer, module):
+    """{parameter name: its group} over the optimizer's groups; each parameter once."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    found = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            assert names[id(param)] not in found
+            found[names[id(param)]] = group
+    return found
+
+
+def test_layer_decay_groups_follow_maes_rule():
+    from cgdmae.pretrain.engine import TrainConfig, build_optimizer
+
+    spec = tiny_spec(layer_decay=0.65, weight_decay=0.05)
+    module = tiny_task("vfr", spec, depth=3)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, weight_decay=0.05, layer_decay=0.65)
+    optimizer = build_optimizer(module, cfg, 1e-3, torch.device("cpu"))
+    groups = named_groups(optimizer, module)
+    assert set(groups) == {n for n, p in module.named_parameters() if p.requires_grad}
+    # MAE (util/lr_decay.py): layer id 0 for cls_token/pos_embed/patch_embed, i + 1 for
+    # blocks.i, num_layers + 1 = 4 for the rest; scale 0.65 ** (4 - layer id)
+    expected_scale = {
+        "model.backbone.cls_token": 0.65**4,
+        "model.backbone.pos_embed": 0.65**4,
+        "model.backbone.patch_embed.proj.weight": 0.65**4,
+        "model.backbone.patch_embed.proj.bias": 0.65**4,
+        "model.backbone.blocks.0.attn.qkv.weight": 0.65**3,
+        "model.backbone.blocks.1.mlp.fc1.bias": 0.65**2,
+        "model.backbone.blocks.2.norm1.weight": 0.65,
+        "model.backbone.blocks.2.mlp.fc2.weight": 0.65,
+        "model.backbone.norm.weight": 1.0,  # the final norm: MAE's "rest" layer
+        "model.backbone.norm.bias": 1.0,
+        "model.head.weight": 1.0,
+        "model.head.bias": 1.0,
+    }
+    for name, scale in expected_scale.items():
+        assert groups[name]["lr_scale"] == pytest.approx(scale), name
+    for name, param in module.named_parameters():
+        short = name.removeprefix("model.backbone.")
+        if short.startswith("blocks."):
+            block = int(short.split(".")[1])
+            assert groups[name]["lr_scale"] == pytest.approx(0.65 ** (3 - block)), name
+        no_decay = param.ndim == 1 or short in ("cls_token", "pos_embed")
+        assert groups[name]["weight_decay"] == (0.0 if no_decay else 0.05), name
+    # the engine's scheduler applies the scales: each group's lr is the schedule's × its scale
+    from cgdmae.pretrain.engine import make_scheduler
+
+    make_scheduler(optimizer, cfg, steps_per_epoch=10).step_update(0)
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(1e-3 * group["lr_scale"])
+    assert optimizer.param_groups[0]["lr_scale"] == 1.0  # the logged lr is the schedule's
+
+
+@pytest.mark.parametrize("task", ["var", "vfr"])
+def test_finetuning_with_layer_decay_trains(data, tmp_path, task):
+    name = "veri776" if task == "var" else "vfr"
+    spec = tiny_spec(epochs=1, layer_decay=0.65)
+    record = run_finetune(
+        task, dataset(data, name), data / "encoder.pth", MODEL, spec, tmp_path / "metrics.json"
+    )
+    assert record["epochs"] == 1 and all(map(math.isfinite, record["final_loss"]))
+
+
+def test_paper_reid_recipe_is_transreids_optimizer():
+    from cgdmae.finetune.spec import dataset_spec
+    from cgdmae.pretrain.engine import TrainConfig, build_optimizer
+
+    spec = dataset_spec(paper_task("reid"), "veri776")
+    module = tiny_task("reid", spec)
+    cfg = TrainConfig(
+        epochs=1, batch_size=64, lr=spec["lr"], weight_decay=spec["weight_decay"], optimizer="sgd"
+    )
+    optimizer = build_optimizer(module, cfg, spec["lr"], torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert all(not g["nesterov"] and g["momentum"] == 0.9 for g in optimizer.param_groups)
+    groups = named_groups(optimizer, module)
+    assert "model.bottleneck.bias" not in groups  # BNNeck's frozen shift
+    for name, group in groups.items():
+        assert group["weight_decay"] == 1e-4, name  # WEIGHT_DECAY = WEIGHT_DECAY_BIAS
+        assert group["lr_scale"] == (2.0 if name.endswith(".bias") else 1.0), name
+    assert spec["min_lr"] == pytest.approx(0.002 * spec["lr"])
+
+
+def test_paper_reid_loss_has_no_label_smoothing():
+    from cgdmae.finetune.spec import dataset_spec
+
+    for name in ("veri776", "vehicleid", "veriwild"):
+        assert dataset_spec(paper_task("reid"), name)["label_smoothing"] == 0.0
+    images, labels = torch.randn(8, 3, 32, 32), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    losses = {}
+    for smoothing in (0.0, 0.1):
+        module = tiny_task("reid", task_spec(label_smoothing=smoothing))
+        terms = module({"image": images, "label": labels})
+        _, logits = module.model(images)
+        plain = torch.nn.functional.cross_entropy(logits, labels)
+        losses[smoothing] = (terms["ce"], plain)
+    ce, plain = losses[0.0]
+    torch.testing.assert_close(ce, plain)
+    smoothed, plain = losses[0.1]
+    assert not torch.allclose(smoothed, plain)  # the test can tell smoothing from none
+
+
+def test_per_dataset_settings_reach_only_their_dataset():
+    from cgdmae.finetune.run import finetune_config, pk_sampler
+    from cgdmae.finetune.spec import dataset_spec
+
+    reid = paper_task("reid")
+    veri, vehicleid, wild = (dataset_spec(reid, n) for n in ("veri776", "vehicleid", "veriwild"))
+    assert (vehicleid["batch_size"], vehicleid["instances"], vehicleid["lr"]) == (224, 4, 0.04)
+    assert (veri["batch_size"], veri["lr"], veri["min_lr"]) == (64, 0.008, 1.6e-5)
+    assert wild == veri and "per_dataset" not in veri and "datasets" not in veri
+    # another dataset's entry leaves this one's spec (the Snakemake params) unchanged
+    without = {k: v for k, v in reid.items() if k != "per_dataset"}
+    assert dataset_spec(without, "veri776") == veri
+    pids = [p for p in range(300) for _ in range(4)]
+    for spec, p, lr in ((veri, 16, 0.008), (vehicleid, 56, 0.04)):
+        sampler = pk_sampler(pids, spec, seed=0)
+        assert (sampler.p, sampler.k) == (p, 4)
+        batch = [pids[i] for i in sampler.batches()[0]]
+        assert len(batch) == p * 4 and len(set(batch)) == p
+        assert finetune_config(spec, 0, sampler.p * sampler.k).lr == lr
+    assert finetune_config(vehicleid, 0).batch_size == 224
+
+
+def test_pk_sampler_caps_p_at_the_identities_available():
+    from cgdmae.finetune.run import pk_sampler
+
+    pids = [p for p in range(10) for _ in range(1 + p % 3)]  # 10 ids of 1 to 3 images
+    sampler = pk_sampler(pids, {"batch_size": 224, "instances": 4}, seed=0)
+    assert (sampler.p, sampler.k) == (10, 4) and sampler.batches_per_epoch >= 1
+    for batch in sampler.batches():
+        assert len(batch) == 40 and sorted({pids[i] for i in batch}) == list(range(10))
+    with pytest.raises(ValueError, match="not a multiple of instances=4"):
+        pk_sampler(pids, {"batch_size": 30, "instances": 4}, seed=0)
+
+
+def test_vehicleid_at_transreids_batch_trains_on_a_few_identities(data, tmp_path):
+    from cgdmae.finetune.spec import dataset_spec
+
+    task = {**tiny_spec(epochs=1, instances=4), "per_dataset": {"vehicleid": {"batch_size": 224}}}
+    spec = dataset_spec(task, "vehicleid")
+    out = tmp_path / "metrics.json"
+    record = run_finetune("reid", dataset(data, "vehicleid"), data / "encoder.pth", MODEL, spec,
+                          out)  # fmt: skip
+    saved = torch.load(tmp_path / "work/seed0/checkpoint.pth", weights_only=False)
+    assert saved["step"] >= 1 and record["config"]["batch_size"] == 224
+
+
+def test_per_dataset_entry_is_checked_by_the_schema():
+    from cgdmae.config import ConfigError
+
+    config = {"finetune": {"reid": {"per_dataset": {"vehicleid": {"batch_size": 224}}}}}
+    validate_config(config, SCHEMA)
+    assert config["finetune"]["reid"]["per_dataset"] == {"vehicleid": {"batch_size": 224}}
+    for bad in ({"batch_sise": 224}, {"lr": 0}, {"datasets": ["veri776"]}):
+        config = {"finetune": {"reid": {"per_dataset": {"vehicleid": bad}}}}
+        with pytest.raises(ConfigError, match="per_dataset"):
+            validate_config(config, SCHEMA)
+
+
+def test_erasing_fills_with_noise_or_zero():
+    from PIL import Image
+
+    from cgdmae.finetune.data import train_transform
+
+    image = Image.new("RGB", (32, 32), (120, 120, 120))
+    torch.manual_seed(0)
+    plain = train_transform((32, 32), 0, 0.0)(image)
+    for fill in ("zero", "noise"):
+        torch.manual_seed(0)
+        erased = train_transform((32, 32), 0, 1.0, fill)(image)
+        changed = (erased != plain).any(0)
+        assert changed.any(), fill
+        values = erased[:, changed]
+        if fill == "zero":
+            assert torch.all(values == 0)
+        else:  # per-pixel standard-normal noise
+            assert values.unique().numel() > values.numel() // 2 and values.std() > 0.5
+
+
+def test_test_resize_interpolation():
+    import numpy as np
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    from cgdmae.finetune.data import test_transform
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (40, 24, 3), dtype=np.uint8))
+    for mode in ("bilinear", "bicubic"):
+        got = test_transform((32, 16), mode)(image)
+        interpolation = getattr(TF.InterpolationMode, mode.upper())
+        want = TF.to_tensor(TF.resize(image, [32, 16], interpolation=interpolation))
+        mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+        std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+        torch.testing.assert_close(got, (want - mean) / std)
+    assert not torch.equal(test_transform((32, 16), "bilinear")(image), got)
+
+
+def test_reid_test_pass_runs_without_autocast():
+    from cgdmae.finetune.run import eval_autocast
+
+    cuda = torch.device("cuda")
+    assert eval_autocast("reid", cuda) is None  # TransReID tests in fp32
+    assert eval_autocast("vfr", cuda) is torch.bfloat16  # MAE's evaluate under autocast
+    assert eval_autocast("vfr", torch.device("cpu")) is None

@@ -10,6 +10,7 @@ from cgdmae.config import (
     task_entry,
     validate_config,
 )
+from cgdmae.finetune.spec import dataset_spec
 from cgdmae.workflow import provenance_path
 
 PAPER = Path(workflow.basedir) / "paper"
@@ -70,9 +71,10 @@ def pretrain_inputs(wildcards):
 TASKS = ("reid", "var", "vfr", "vps")
 
 
-def finetune_spec(task):
-    """A task's fine-tuning settings, without the dataset list (adding a dataset reruns nothing)."""
-    return {k: v for k, v in config["finetune"][task].items() if k != "datasets"}
+def finetune_spec(task, dataset):
+    """A task's fine-tuning settings for one dataset (its per_dataset entry applied), without
+    the dataset list or other datasets' entries (adding either reruns nothing)."""
+    return dataset_spec(config["finetune"][task], dataset)
 
 
 def finetune_jobs(runs):

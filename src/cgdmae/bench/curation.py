@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1000, 100])
     parser.add_argument("--sample-sizes", type=int, nargs="+", default=[50, 5])
     parser.add_argument("--n-iter", type=int, default=50)
-    parser.add_argument("--resampling-steps", type=int, default=10)
+    parser.add_argument("--resampling-steps", type=int, nargs="+", default=[10],
+                        help="per level, or one number for all")  # fmt: skip
     parser.add_argument("--target", type=float, default=0.25, help="fraction of n to select")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backend", default="faiss")
@@ -40,10 +41,11 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     x = np.random.default_rng(0).standard_normal((args.n, args.dim), dtype=np.float32)
+    steps = args.resampling_steps[0] if len(args.resampling_steps) == 1 else args.resampling_steps
     start = time.perf_counter()
     hierarchy = hierarchical_kmeans(
         x, args.levels, sample_sizes=args.sample_sizes, n_iter=args.n_iter,
-        resampling_steps=args.resampling_steps, backend=args.backend,
+        resampling_steps=steps, backend=args.backend,
     )  # fmt: skip
     kmeans_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -51,7 +53,7 @@ def main() -> None:
     sample_s = time.perf_counter() - start
     print(json.dumps({
         "n": args.n, "dim": args.dim, "levels": args.levels, "threads": args.threads,
-        "n_iter": args.n_iter, "resampling_steps": args.resampling_steps,
+        "n_iter": args.n_iter, "resampling_steps": steps,
         "kmeans_seconds": round(kmeans_s, 1), "sampling_seconds": round(sample_s, 2),
         "selected": len(chosen), "peak_rss_gib": round(peak_rss_gib(), 2),
     }))  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torchvision.transforms as T
+from timm.data.random_erasing import RandomErasing
 
 from cgdmae.config import TASK_FORMATS
 from cgdmae.data import (
@@ -40,8 +41,21 @@ class TaskData:
         return sum(count(v) for v in self.test.values())
 
 
-def train_transform(size: tuple[int, int], pad: int, erasing: float) -> T.Compose:
-    """BoT/TransReID augmentation: resize, flip, pad + random crop, random erasing."""
+INTERPOLATIONS = {
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "bilinear": T.InterpolationMode.BILINEAR,
+}
+
+
+def train_transform(
+    size: tuple[int, int], pad: int, erasing: float, erasing_fill: str = "zero"
+) -> T.Compose:
+    """BoT/TransReID augmentation: resize, flip, pad + random crop, random erasing.
+
+    ``erasing_fill``: ``zero`` fills the erased box with 0 (the mean, after normalising);
+    ``noise`` with standard-normal noise per pixel, as TransReID (timm's ``RandomErasing`` in
+    ``mode='pixel'``, one box).
+    """
     steps: list[Any] = [
         T.Resize(list(size), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),
@@ -50,15 +64,18 @@ def train_transform(size: tuple[int, int], pad: int, erasing: float) -> T.Compos
         T.ToTensor(),
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ]
-    if erasing > 0:
-        steps.append(T.RandomErasing(p=erasing, value=0))  # 0 = the mean after normalising
+    if erasing > 0 and erasing_fill == "noise":
+        steps.append(RandomErasing(probability=erasing, mode="pixel", max_count=1, device="cpu"))
+    elif erasing > 0:
+        steps.append(T.RandomErasing(p=erasing, value=0))
     return T.Compose(steps)
 
 
-def test_transform(size: tuple[int, int]) -> T.Compose:
+def test_transform(size: tuple[int, int], interpolation: str = "bicubic") -> T.Compose:
+    """Resize to ``size`` (TransReID tests with torchvision's default, bilinear) and normalise."""
     return T.Compose(
         [
-            T.Resize(list(size), interpolation=T.InterpolationMode.BICUBIC),
+            T.Resize(list(size), interpolation=INTERPOLATIONS[interpolation]),
             T.ToTensor(),
             T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
@@ -142,10 +159,17 @@ def task_data(task: str, dataset: dict[str, Any], num_classes: int | None = None
     return vps_data(root, num_classes)
 
 
-def make_dataset(task: str, records: list[Any], size: tuple[int, int], spec: dict[str, Any] | None):
+def make_dataset(
+    task: str,
+    records: list[Any],
+    size: tuple[int, int],
+    spec: dict[str, Any] | None,
+    test_interpolation: str = "bicubic",
+):
     """A torch Dataset; ``spec`` (the task's config) given means training augmentation."""
     if task == "vps":
         return SegmentationDataset(records, SegmentationTransform(size, train=spec is not None))
     if spec is None:
-        return ImageDataset(records, test_transform(size))
-    return ImageDataset(records, train_transform(size, spec["pad"], spec["erasing"]))
+        return ImageDataset(records, test_transform(size, test_interpolation))
+    fill = spec.get("erasing_fill", "zero")
+    return ImageDataset(records, train_transform(size, spec["pad"], spec["erasing"], fill))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from cgdmae.data import RandomIdentitySampler
 from cgdmae.finetune.backbone import file_sha256, load_vit
 from cgdmae.finetune.data import TaskData, make_dataset, task_data
 from cgdmae.finetune.evaluate import evaluate_task
@@ -30,24 +31,61 @@ log = logging.getLogger(__name__)
 
 
 def build_task(task: str, data: TaskData, spec: dict[str, Any], backbone) -> FinetuneTask:
+    """The task module, with the optimizer recipe of its config (``cgdmae.finetune.tasks``)."""
+    module: FinetuneTask
     if task == "reid":
-        return ReidTask(
+        module = ReidTask(
             backbone,
             data.num_classes["ids"],
             label_smoothing=spec["label_smoothing"],
             triplet_margin=spec["triplet_margin"],
         )
-    if task == "var":
-        return AttributeTask(backbone, data.num_classes["color"], data.num_classes["type"])
-    if task == "vfr":
-        return ClassifyTask(backbone, data.num_classes["classes"], spec["pool"])
-    return SegmentTask(backbone, data.num_classes["classes"])
+    elif task == "var":
+        module = AttributeTask(backbone, data.num_classes["color"], data.num_classes["type"])
+    elif task == "vfr":
+        module = ClassifyTask(backbone, data.num_classes["classes"], spec["pool"])
+    else:
+        module = SegmentTask(backbone, data.num_classes["classes"])
+    module.decay_rule = spec.get("param_groups", "mae")
+    module.bias_lr_factor = spec.get("bias_lr_factor", 1.0)
+    module.nesterov = spec.get("nesterov", True)
+    return module
 
 
-def finetune_config(spec: dict[str, Any], seed: int) -> TrainConfig:
+def pk_sampler(pids: list[int], spec: dict[str, Any], seed: int) -> RandomIdentitySampler:
+    """TransReID's P×K identity sampler for ``batch_size`` = P × ``instances``.
+
+    P is capped at the number of training identities (a small or synthetic dataset with fewer
+    ids than P still trains, on P' × K batches, with a warning), so every epoch has a batch.
+    """
+    k = spec["instances"]
+    if spec["batch_size"] % k:
+        raise ValueError(
+            f"finetune.reid.batch_size={spec['batch_size']} is not a multiple of "
+            f"instances={k} (a batch is P ids × K images)"
+        )
+    ids = len(set(pids))
+    p = spec["batch_size"] // k
+    if p > ids:
+        log.warning(
+            "batch_size %d = %d ids × %d, but the training set has %d ids: %d × %d per batch",
+            spec["batch_size"], p, k, ids, ids, k,
+        )  # fmt: skip
+        p = ids
+    return RandomIdentitySampler(pids, p, k, seed)
+
+
+def eval_autocast(task: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type of the test pass: none (fp32) for ReID, as TransReID tests; bf16 on
+    CUDA for the others (MAE's ``evaluate`` runs under autocast)."""
+    return torch.bfloat16 if task != "reid" and device.type == "cuda" else None
+
+
+def finetune_config(spec: dict[str, Any], seed: int, batch_size: int | None = None) -> TrainConfig:
+    """The engine's settings; ``batch_size`` replaces the spec's (a capped P×K batch)."""
     return TrainConfig(
         epochs=spec["epochs"],
-        batch_size=spec["batch_size"],
+        batch_size=batch_size or spec["batch_size"],
         lr=spec["lr"],
         min_lr=spec["min_lr"],
         warmup_epochs=spec["warmup_epochs"],
@@ -81,38 +119,32 @@ def finetune_once(
     seed: int,
 ) -> tuple[dict[str, Any], TrainResult, torch.device]:
     """Train one seed in ``work`` (resuming from its checkpoint) and evaluate it."""
-    from cgdmae.data import RandomIdentitySampler
-
     size = tuple(spec["img_size"])
     snapshot = {"task": task, "dataset": dataset, "model": model_cfg, "spec": spec, "seed": seed}
     set_aside_if_stale(work / CHECKPOINT, snapshot)
     seed_everything(seed)
     backbone = load_vit(encoder, model_cfg, size, spec["drop_path"])
     module = build_task(task, data, spec, backbone)
-    sampler = None
+    sampler, batch_size = None, None
     if task == "reid":
-        k = spec["instances"]
-        if spec["batch_size"] % k:
-            raise ValueError(
-                f"finetune.reid.batch_size={spec['batch_size']} is not a multiple of "
-                f"instances={k} (a batch is P ids × K images)"
-            )
-        pids = [r.label for r in data.train]
-        sampler = RandomIdentitySampler(pids, spec["batch_size"] // k, k, seed)
+        sampler = pk_sampler([r.label for r in data.train], spec, seed)
+        batch_size = sampler.p * sampler.k
     train_set = make_dataset(task, data.train, size, spec)
-    result = train(module, train_set, finetune_config(spec, seed), work,
+    result = train(module, train_set, finetune_config(spec, seed, batch_size), work,
                    config_snapshot=snapshot, sampler=sampler)  # fmt: skip
     device = next(module.parameters()).device
     module.eval()
+    interpolation = spec.get("test_interpolation", "bicubic")
 
     def loader(records: list[Any]) -> DataLoader:
         return DataLoader(
-            make_dataset(task, records, size, None),
+            make_dataset(task, records, size, None, interpolation),
             batch_size=spec["eval_batch_size"],
             num_workers=spec["num_workers"],
         )
 
-    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+    dtype = eval_autocast(task, device)
+    with torch.autocast(device.type, dtype or torch.bfloat16, enabled=dtype is not None):
         metrics = evaluate_task(task, module, data, loader, spec, device, seed)
     return metrics, result, device
 

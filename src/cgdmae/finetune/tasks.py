@@ -51,26 +51,102 @@ def cls_feature(vit: VisionTransformer, images: torch.Tensor, pool: str = "token
     return tokens[:, 0] if pool == "token" else tokens[:, vit.num_prefix_tokens :].mean(1)
 
 
+BACKBONE_PREFIX = "model.backbone."
+NO_DECAY_NAMES = ("cls_token", "pos_embed")  # MAE: the ViT's no_weight_decay()
+DECAY_RULES = ("mae", "transreid")
+
+
+def vit_layer_id(name: str, num_layers: int) -> int:
+    """MAE's layer id (``util/lr_decay.py``) of a parameter, named relative to the task module.
+
+    0 for ``cls_token``, ``pos_embed`` and ``patch_embed``; ``i + 1`` for ``blocks.i``;
+    ``num_layers`` (= blocks + 1) for everything else: the final norm, ``fc_norm`` and the heads.
+    """
+    if not name.startswith(BACKBONE_PREFIX):
+        return num_layers
+    name = name[len(BACKBONE_PREFIX) :]
+    if name in NO_DECAY_NAMES or name.startswith("patch_embed."):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers
+
+
+def param_groups(
+    module: nn.Module,
+    weight_decay: float,
+    layer_decay: float | None,
+    *,
+    rule: str = "mae",
+    bias_lr_factor: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Parameter groups with ``lr_scale`` (applied by the engine's timm scheduler) and decay.
+
+    - ``layer_decay``: MAE's layer-wise rate decay, ``lr_scale = layer_decay ** (num_layers -
+      layer_id)`` with :func:`vit_layer_id` (``num_layers`` = blocks + 1), so the final norm and
+      the heads train at the full rate and ``cls_token``/``pos_embed``/``patch_embed`` at
+      ``layer_decay ** (blocks + 1)``. ``None``: every layer at scale 1.
+    - ``rule='mae'`` (MAE, timm): no weight decay on 1-D parameters (biases, norms) nor on
+      ``cls_token`` and ``pos_embed``; everything else decays by ``weight_decay``.
+    - ``rule='transreid'`` (TransReID's ``make_optimizer``): every parameter decays by
+      ``weight_decay`` (the vehicle configs set ``WEIGHT_DECAY_BIAS`` equal to it).
+    - ``bias_lr_factor``: biases train at this multiple of their layer's rate (TransReID: 2).
+
+    Frozen parameters are left out. Groups come in descending ``lr_scale`` of their layer, the
+    full-rate weights first, so ``param_groups[0]['lr']`` is the schedule's own value.
+    """
+    if rule not in DECAY_RULES:
+        raise ValueError(f"unknown weight-decay rule {rule!r} (one of {', '.join(DECAY_RULES)})")
+    blocks = getattr(module.model.backbone, "blocks", ())
+    num_layers = len(blocks) + 1
+    groups: dict[tuple[int, bool, bool], dict[str, Any]] = {}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = vit_layer_id(name, num_layers)
+        bias = name.endswith(".bias")
+        short = name.removeprefix(BACKBONE_PREFIX)
+        decays = rule == "transreid" or not (param.ndim <= 1 or short in NO_DECAY_NAMES)
+        scale = 1.0 if layer_decay is None else layer_decay ** (num_layers - layer)
+        group = groups.setdefault(
+            (layer, bias, decays),
+            {
+                "params": [],
+                "lr_scale": scale * (bias_lr_factor if bias else 1.0),
+                "weight_decay": weight_decay if decays else 0.0,
+            },
+        )
+        group["params"].append(param)
+    order = sorted(groups, key=lambda key: (-key[0], key[1], not key[2]))
+    return [groups[key] for key in order]
+
+
 class FinetuneTask(nn.Module):
     """The engine interface, fine-tuning side: nothing frozen, nothing exported."""
 
     frozen_prefixes: ClassVar[tuple[str, ...]] = ()
     exports_encoder: ClassVar[bool] = False
     model: nn.Module
+    # the optimizer recipe (set from the task's config by cgdmae.finetune.run.build_task)
+    decay_rule: str = "mae"
+    bias_lr_factor: float = 1.0
+    nesterov: bool = True  # SGD only
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """No EMA or momentum schedule when fine-tuning."""
 
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        """timm's ViT layer grouping under ``model.backbone.``, for layer-wise lr decay.
-
-        Heads match no group, so timm puts them in the last one (lr scale 1).
-        """
-        prefix = r"^model\.backbone\."
-        return {
-            "stem": prefix + r"(cls_token|pos_embed|patch_embed)",
-            "blocks": [(prefix + r"blocks\.(\d+)", None), (prefix + r"norm", (99999,))],
-        }
+    def optimizer_groups(
+        self, weight_decay: float, layer_decay: float | None
+    ) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups under this task's recipe (see :func:`param_groups`);
+        the training engine uses them in place of its own."""
+        return param_groups(
+            self,
+            weight_decay,
+            layer_decay,
+            rule=self.decay_rule,
+            bias_lr_factor=self.bias_lr_factor,
+        )
 
 
 class ReidNet(nn.Module):

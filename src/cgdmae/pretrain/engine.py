@@ -220,19 +220,24 @@ def build_optimizer(
     """AdamW or SGD over trainable parameters; biases and 1-D parameters (norms) without decay.
 
     With ``layer_decay`` the groups come from timm's ``param_groups_layer_decay`` (the module
-    must define ``group_matcher``); their ``lr_scale`` is applied by timm's scheduler.
+    must define ``group_matcher``); their ``lr_scale`` is applied by timm's scheduler. A method
+    with ``optimizer_groups(weight_decay, layer_decay)`` supplies its own groups instead, and
+    one with a ``nesterov`` attribute chooses SGD's Nesterov momentum (default on).
     """
     for name, param in method.named_parameters():
         if name.startswith(method.frozen_prefixes) and param.requires_grad:
             raise ValueError(
                 f"{type(method).__name__}.{name} is under a frozen prefix but requires grad"
             )
-    if cfg.layer_decay is not None:
+    if hasattr(method, "optimizer_groups"):  # the method's own recipe (fine-tuning tasks)
+        groups = method.optimizer_groups(cfg.weight_decay, cfg.layer_decay)
+    elif cfg.layer_decay is not None:
         groups = param_groups_layer_decay(method, cfg.weight_decay, layer_decay=cfg.layer_decay)
     else:
         groups = param_groups_weight_decay(method, cfg.weight_decay)  # skips frozen params
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
+        nesterov = getattr(method, "nesterov", True)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=nesterov)
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=device.type == "cuda")
 
 
