@@ -18,6 +18,7 @@ from cgdmae.pretrain.checkpoint import (
     load_resumable,
     rng_state,
     save_checkpoint,
+    set_aside,
     set_aside_if_stale,
     set_rng_state,
 )
@@ -140,14 +141,23 @@ def test_before_a_resume_an_unloadable_checkpoint_is_set_aside(tmp_path, kind, c
     assert len(list(tmp_path.glob("checkpoint.corrupt-*.pth"))) == 2  # no name reused
 
 
-def test_a_readable_checkpoint_is_resumed_and_a_stale_one_kept_apart(tmp_path):
+def test_a_readable_checkpoint_is_resumed_and_a_stale_one_kept_apart(tmp_path, caplog):
     path = tmp_path / "checkpoint.pth"
     state = {key: 0 for key in REQUIRED_KEYS} | {"config": {"epochs": 4}}
     save_checkpoint(state, path)
     set_aside_if_stale(path, {"epochs": 4})
     assert load_resumable(path)["config"] == {"epochs": 4}
-    set_aside_if_stale(path, {"epochs": 8})
-    assert not path.exists() and len(list(tmp_path.glob("checkpoint.stale-*.pth"))) == 1
+    with caplog.at_level(logging.WARNING, logger="cgdmae.pretrain.checkpoint"):
+        set_aside_if_stale(path, {"epochs": 8})
+    [aside] = tmp_path.glob("checkpoint.stale-*.pth")
+    assert not path.exists()
+    assert f"the config changed since {path} was written; kept it as {aside}" in caplog.text
+
+
+def test_a_checkpoint_another_rank_set_aside_first_is_not_an_error(tmp_path):
+    """Every DDP rank runs the check; the ranks that find the file gone carry on."""
+    assert set_aside(tmp_path / "checkpoint.pth", "corrupt", "unreadable") is None
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_config_differences_name_dotted_keys_and_values():

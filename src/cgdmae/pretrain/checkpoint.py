@@ -14,7 +14,6 @@ file that a weights-only load refuses, or that is truncated or empty, is a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -115,10 +114,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def set_aside(path: str | Path, label: str) -> Path:
-    """Rename ``path`` to ``<stem>.<label>-<unix time><suffix>`` beside it and return the new name.
+def set_aside(path: str | Path, label: str, reason: str) -> Path | None:
+    """Rename ``path`` to ``<stem>.<label>-<unix time><suffix>`` beside it, log ``reason`` and
+    the new name, and return it.
 
-    Another process (a DDP rank) may have moved it first: that is not an error.
+    ``None`` when another process (a DDP rank running the same check) moved it first.
     """
     path = Path(path)
     stamp = int(time.time())
@@ -127,8 +127,12 @@ def set_aside(path: str | Path, label: str) -> Path:
     while aside.exists():
         n += 1
         aside = path.with_name(f"{path.stem}.{label}-{stamp}-{n}{path.suffix}")
-    with contextlib.suppress(FileNotFoundError):
+    try:
         os.replace(path, aside)
+    except FileNotFoundError:
+        log.info("%s; another process has set it aside", reason)
+        return None
+    log.warning("%s; kept it as %s, starting over", reason, aside)
     return aside
 
 
@@ -142,8 +146,7 @@ def load_resumable(path: str | Path) -> dict[str, Any] | None:
     try:
         return load_checkpoint(path)
     except CheckpointError as exc:
-        aside = set_aside(path, "corrupt")
-        log.warning("%s; kept it as %s, starting over", exc, aside)
+        set_aside(path, "corrupt", str(exc))
         return None
 
 
@@ -210,11 +213,7 @@ def set_aside_if_stale(path: str | Path, config: dict[str, Any]) -> None:
         if not isinstance(state, dict):
             raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint dict")
     except CheckpointError as exc:
-        aside = set_aside(path, "corrupt")
-        log.warning("%s; kept it as %s, starting over", exc, aside)
+        set_aside(path, "corrupt", str(exc))
         return
     if state.get("config") != config:
-        aside = set_aside(path, "stale")
-        log.warning(
-            "the config changed since %s was written: kept it as %s, starting over", path, aside
-        )
+        set_aside(path, "stale", f"the config changed since {path} was written")
