@@ -322,3 +322,20 @@ def test_curation_figure_draws_the_centroids_before_and_after_resampling(tmp_pat
     assert "smallest 2 clusters" in fig.axes[0].get_title()
     pdf, png = save_figure(fig, tmp_path / "figure")
     assert pdf.stat().st_size > 0 and png.stat().st_size > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_torch_backend_on_the_gpu():
+    x, labels = mixture(1000, 40, 25, dim=4)
+    points = torch.from_numpy(x)
+    start = points[torch.arange(0, 1960, 49)]
+    on_gpu = lloyd(points.cuda(), start.cuda(), 10, "torch")
+    assert on_gpu.is_cuda and torch.allclose(on_gpu.cpu(), lloyd(points, start, 10, "torch"),
+                                             atol=1e-4)  # fmt: skip
+    counts = []
+    for steps in (0, 5):
+        h = hierarchical_kmeans(x, [40], sample_sizes=10, n_iter=20, resampling_steps=steps,
+                                backend="torch")  # fmt: skip
+        nearest, _ = nearest_centroid(torch.from_numpy(h.centroids[0]), points)
+        counts.append(int((labels[nearest.numpy()] == 0).sum()))
+    assert counts[1] <= counts[0] / 2

@@ -225,15 +225,19 @@ def hierarchical_kmeans(
     resampling_steps: int | Sequence[int] = 10,
     seed: int = 0,
     backend: str = "faiss",
+    device: str | None = None,
 ) -> Hierarchy:
     """k-means on the points with ``levels[0]`` clusters, then on the centroids, and so on.
 
     ``sample_sizes`` and ``resampling_steps`` are per level (a list) or the same for all (a
-    number), as in the reference configs.
+    number), as in the reference configs. The torch backend computes on ``device``, by default
+    the GPU when there is one; faiss on the CPU.
     """
     sizes = per_level(sample_sizes, len(levels), "sample_sizes")
     steps = per_level(resampling_steps, len(levels), "resampling_steps")
-    points = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    if device is None:
+        device = "cuda" if backend == "torch" and torch.cuda.is_available() else "cpu"
+    points = torch.as_tensor(np.asarray(x), dtype=torch.float32).to(device)
     hierarchy = Hierarchy([], [], [])
     mapping = torch.arange(len(points))
     for level, (k, sample_size, n_steps) in enumerate(zip(levels, sizes, steps, strict=True)):
@@ -244,9 +248,9 @@ def hierarchical_kmeans(
             )
         result = kmeans_level(points, k, n_iter=n_iter, resampling_steps=n_steps,
                               sample_size=sample_size, seed=seed + level, backend=backend)  # fmt: skip
-        mapping = result.assign[mapping]  # original point -> its cluster at this level
+        mapping = result.assign.cpu()[mapping]  # original point -> its cluster at this level
         hierarchy.assignments.append(mapping.numpy().copy())
-        hierarchy.centroids.append(result.centroids.numpy())
-        hierarchy.initial_centroids.append(result.initial.numpy())
+        hierarchy.centroids.append(result.centroids.cpu().numpy())
+        hierarchy.initial_centroids.append(result.initial.cpu().numpy())
         points = result.centroids
     return hierarchy
