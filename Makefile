@@ -12,7 +12,7 @@ TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv demo test lint format clean-results pull push paper slurm-profile
+.PHONY: venv demo test rehearsal lint format clean-results pull push paper slurm-profile
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,26 @@ demo: $(STAMP)
 ## Unit tests and workflow tests on tiny configs.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+## The paper DAG (config/paper.yaml) at paper shapes on tiny synthetic data, through the Slurm
+## profile, on a one-node test Slurm with 2 fake GPUs started here (root and apt needed). It
+## works in $(REHEARSAL_DIR)/, so results/ is left alone; sbatch lines: $(REHEARSAL_DIR)/sbatch.log.
+REHEARSAL_DIR ?= .rehearsal
+REHEARSAL_FLAGS ?=
+REHEARSAL_CONFIGS = $(abspath config/paper.yaml) $(abspath config/rehearsal.yaml)
+rehearsal: $(STAMP)
+	NGPU=2 bash tests/slurm/single_node.sh
+	mkdir -p $(REHEARSAL_DIR)
+	start=$$(date +%s); \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake all --profile profiles/slurm \
+		--configfile $(REHEARSAL_CONFIGS) --snakefile $(abspath Snakefile) \
+		--directory $(REHEARSAL_DIR) --group-components "finetune_{run}=2" \
+		--slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
+		--latency-wait 10 --verbose $(REHEARSAL_FLAGS) 2> $(REHEARSAL_DIR)/snakemake.log \
+		|| { tail -n 80 $(REHEARSAL_DIR)/snakemake.log >&2; exit 1; }; \
+	grep -o "sbatch call: .*" $(REHEARSAL_DIR)/snakemake.log > $(REHEARSAL_DIR)/sbatch.log; \
+	$(BIN)/python -m cgdmae.rehearsal $(REHEARSAL_DIR) --config $(REHEARSAL_CONFIGS) \
+		--seconds $$(( $$(date +%s) - start ))
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow/scripts

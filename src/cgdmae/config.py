@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 SYNTHETIC_ROOT = "results/data/synthetic"
-SYNTHETIC_DATASETS = ("veri776", "vehicleid", "vfr", "vps", "pool")
+SYNTHETIC_DATASETS = ("veri776", "vehicleid", "veriwild", "vfr", "vps", "pool")
 # the dataset formats each downstream task reads
 TASK_FORMATS: dict[str, tuple[str, ...]] = {
     "reid": ("veri776", "vehicleid", "veriwild", "market1501"),
@@ -70,7 +70,12 @@ IGNORED_PRETRAIN_KEYS: dict[str, tuple[str, ...]] = {
 
 # `pretrain` keys with no default: a run may set them, and a run that does not keeps the
 # resolved spec it had (so adding such a key retrains nothing). The schema's default-less keys.
-OPTIONAL_PRETRAIN_KEYS = ("weight_decay_end", "max_lr")
+OPTIONAL_PRETRAIN_KEYS = (
+    "weight_decay_end",
+    "nodes",
+    "max_lr",
+    "max_steps",
+)
 
 # names from the config (datasets, teachers, runs, ablations) become path parts under results/
 # and Slurm job names; the schema's $defs.name carries the same pattern
@@ -161,6 +166,59 @@ def check_config(config: Mapping[str, Any]) -> None:
                     f"the synthetic world only writes {', '.join(SYNTHETIC_DATASETS)}"
                 )
     _check_references(config)
+    _check_cluster(config)
+
+
+def _check_cluster(config: Mapping[str, Any]) -> None:
+    """Each job's data-loader workers fit the CPUs it asks for."""
+    from cgdmae.cluster import check_data_workers
+
+    cluster = config.get("cluster")
+    if not cluster:
+        return
+    runs = all_runs(config)
+    for run in runs:
+        spec = run_spec(config, run)
+        overridden = "num_workers" in runs[run].get("overrides", {})
+        where = f"runs.{run}.overrides.num_workers" if overridden else "pretrain.num_workers"
+        problem = check_data_workers(cluster, spec["num_workers"], spec["gpus"], where)
+        if problem:
+            raise ConfigError(problem)
+    finetune = config.get("finetune", {})
+    for task, spec in finetune.items():
+        if isinstance(spec, Mapping) and spec.get("datasets"):
+            problem = check_data_workers(
+                cluster, spec["num_workers"], finetune["gpus"], f"finetune.{task}.num_workers"
+            )
+            if problem:
+                raise ConfigError(problem)
+
+
+def check_paths(config: Mapping[str, Any], produced: str = "results/") -> None:
+    """Every dataset root and pretrained teacher file exists, or a rule makes it (under
+    ``produced``): a placeholder path left in a config stops the run naming its key."""
+    for name, spec in config.get("datasets", {}).items():
+        path = str(spec["path"])
+        if not path.startswith(produced) and not Path(path).exists():
+            raise ConfigError(
+                f"config key 'datasets.{name}.path': {path} does not exist; point it at your "
+                f"copy of the dataset (format {spec['format']}, config/README.md)"
+            )
+    for name, teacher in config.get("teachers", {}).items():
+        weights = str(teacher.get("pretrained", ""))
+        is_file = "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+        produced_here = weights.startswith(produced)
+        if (
+            teacher["source"] == "pretrained"
+            and is_file
+            and not produced_here
+            and not Path(weights).is_file()
+        ):
+            raise ConfigError(
+                f"config key 'teachers.{name}.pretrained': {weights} does not exist; copy "
+                f"the open_clip checkpoint of {teacher.get('name')} there (weights are "
+                "never downloaded at run time)"
+            )
 
 
 def load_config(path: str | Path, schema_path: str | Path) -> dict[str, Any]:
@@ -443,4 +501,23 @@ def _spec(config: Mapping[str, Any], run: str, declared: Mapping[str, Any]) -> d
         else:
             set_dotted(spec, dotted, value, where=f"{where}.{dotted}")
     spec["method"] = method
+    return apply_limits(spec, config.get("limits", {}))
+
+
+def apply_limits(
+    spec: dict[str, Any], limits: Mapping[str, Any], multiple_of: int = 1
+) -> dict[str, Any]:
+    """A training job's spec under a rehearsal's ``limits`` (a step cap and a batch cap).
+
+    Keys are added only for a limit that is set, so a config without limits resolves to the
+    same spec as before (and Snakemake reruns nothing). ``multiple_of`` keeps a ReID batch
+    whole P × K.
+    """
+    if limits.get("max_steps") is not None:
+        spec["max_steps"] = limits["max_steps"]
+    cap = limits.get("batch_size")
+    if cap is not None and spec["batch_size"] > cap:
+        # a P × K batch keeps two identities at least, or the triplet loss has no negative
+        floor = 2 * multiple_of if multiple_of > 1 else 1
+        spec["batch_size"] = max(floor, cap - cap % multiple_of)
     return spec

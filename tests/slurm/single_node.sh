@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Start a one-node Slurm cluster on this machine (Debian packages, no systemd), with one
-# fake GPU as GRES, for the Slurm workflow test. Needs root and apt. Idempotent: daemons
-# that are already up are left alone. Without slurmdbd, so the Snakemake Slurm plugin must
+# Start a one-node Slurm cluster on this machine (Debian packages, no systemd), with NGPU
+# (default 2) fake GPUs as GRES (device files that are /dev/null), for the Slurm workflow test and the paper
+# rehearsal. Needs root and apt. Idempotent: daemons that are already up are left alone,
+# unless the configuration changed (then they are restarted with it). Without slurmdbd, so the Snakemake Slurm plugin must
 # query job states with squeue (finished jobs stay visible for MinJobAge seconds: an hour, longer than the
 # time-limit test takes on a slow machine, which lists all of its jobs at the end).
 set -euo pipefail
+NGPU="${NGPU:-2}"
 [ "$(id -u)" = 0 ] || { echo "single_node.sh: needs root" >&2; exit 2; }
 
 packages=(munge slurmctld slurmd slurm-client)
@@ -24,7 +26,7 @@ chown munge:munge /run/munge
 chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
 
 hardware=$(slurmd -C | head -1 | cut -d' ' -f2-)   # CPUs=... RealMemory=...
-cat > /etc/slurm/slurm.conf <<CONF
+cat > /etc/slurm/slurm.conf.new <<CONF
 ClusterName=cgdmae-test
 SlurmctldHost=localhost(127.0.0.1)
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
@@ -48,10 +50,24 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MailProg=/bin/true
 GresTypes=gpu
-NodeName=localhost NodeAddr=127.0.0.1 $hardware Gres=gpu:1 State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 $hardware Gres=gpu:$NGPU State=UNKNOWN
 PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
-printf 'AutoDetect=off\nNodeName=localhost Name=gpu File=/dev/null\n' > /etc/slurm/gres.conf
+# slurmd counts GPUs by their device files: fake ones, with /dev/null's major:minor
+mkdir -p /var/lib/slurm/fakegpu
+for i in $(seq 0 $((NGPU - 1))); do
+  [ -c /var/lib/slurm/fakegpu/gpu$i ] || mknod -m 666 /var/lib/slurm/fakegpu/gpu$i c 1 3
+done
+printf 'AutoDetect=off\nNodeName=localhost Name=gpu File=/var/lib/slurm/fakegpu/gpu[0-%s]\n' $((NGPU - 1)) > /etc/slurm/gres.conf.new
+changed=0
+for f in slurm.conf gres.conf; do
+  if cmp -s /etc/slurm/$f.new /etc/slurm/$f; then rm /etc/slurm/$f.new; else mv /etc/slurm/$f.new /etc/slurm/$f; changed=1; fi
+done
+if [ $changed = 1 ]; then  # daemons started with another configuration: restart them
+  pkill -x slurmd || true
+  pkill -x slurmctld || true
+  while pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null; do sleep 0.2; done
+fi
 
 until_ok() {  # until_ok SECONDS COMMAND...: retry a check until it passes or time runs out
   local deadline=$((SECONDS + $1)); shift

@@ -1,11 +1,17 @@
 """Config validation (before any job runs) and the helpers the other rule files share."""
 
+import sys
 from pathlib import Path
 
+from cgdmae.cluster import slurm_resources
 from cgdmae.config import (
+    ConfigError,
+    SYNTHETIC_DATASETS,
     SYNTHETIC_ROOT,
     ablation_runs,
     all_runs,
+    apply_limits,
+    check_paths,
     run_spec,
     task_entry,
     validate_config,
@@ -15,9 +21,15 @@ from cgdmae.workflow import provenance_path
 
 PAPER = Path(workflow.basedir) / "paper"
 
-validate_config(
-    config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
-)
+try:
+    validate_config(
+        config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+    )
+    check_paths(config)
+except ConfigError as error:  # one line naming the key, not a traceback of this file
+    sys.exit(
+        f"{' '.join(map(provenance_path, workflow.overwrite_configfiles)) or 'config/config.yaml'}: {error}"
+    )
 
 
 def dataset_root(name):
@@ -37,9 +49,13 @@ def synthetic_targets():
 
 
 def teacher_inputs(name):
-    """A teacher trained here depends on its image-caption dataset; a pretrained one on nothing."""
+    """A teacher trained here depends on its image-caption dataset; a pretrained one on its
+    weights file when a rule writes it (under results/, as the rehearsal's), else on nothing.
+    """
     spec = config["teachers"][name]
-    return dataset_root(spec["dataset"]) if spec["source"] == "train" else []
+    if spec["source"] == "train":
+        return dataset_root(spec["dataset"])
+    return [spec["pretrained"]] if spec["pretrained"].startswith("results/") else []
 
 
 def image_source(name):
@@ -73,8 +89,12 @@ TASKS = ("reid", "var", "vfr", "vps")
 
 def finetune_spec(task, dataset):
     """A task's fine-tuning settings for one dataset (its per_dataset entry applied), without
-    the dataset list or other datasets' entries (adding either reruns nothing)."""
-    return dataset_spec(config["finetune"][task], dataset)
+    the dataset list or other datasets' entries (adding either reruns nothing), under the
+    config's ``limits``."""
+    spec = dataset_spec(config["finetune"][task], dataset)
+    return apply_limits(
+        spec, config["limits"], spec["instances"] if task == "reid" else 1
+    )
 
 
 def finetune_jobs(runs):
@@ -143,3 +163,44 @@ def reconstruction_runs():
         for r in config["runs"]
         if run_spec(config, r)["method"] not in no_reconstruction
     ]
+
+
+def job_resources(gpus, nodes=1, threads=1):
+    """Slurm resources of a job on ``gpus`` GPUs (per node): CPUs and memory follow the GPUs
+    (cgdmae.cluster); ``cpus_per_task`` is always set, so no profile default overrides it.
+    """
+    return slurm_resources(config["cluster"], gpus, nodes=nodes, threads=threads)
+
+
+def resources_by(wildcards_to_resources):
+    """``job_resources`` for rules whose GPU count depends on the wildcards: one function per
+    resource, as Snakemake's ``resources:`` takes them."""
+
+    def pick(key):
+        return lambda wildcards: wildcards_to_resources(wildcards)[key]
+
+    return {key: pick(key) for key in job_resources(1)}
+
+
+def run_resources(wildcards):
+    spec = run_spec(config, wildcards.run)
+    return job_resources(spec["gpus"], nodes=spec.get("nodes", 1), threads=2)
+
+
+def teacher_resources(wildcards):
+    """The teacher's GPUs, for training one here and for its cached targets."""
+    gpus = config["teachers"][wildcards.teacher].get("gpus", 0)
+    return job_resources(gpus, threads=2)
+
+
+def teacher_build_resources(wildcards):
+    """Training a teacher uses its GPUs; recording a pretrained one's file needs none."""
+    if config["teachers"][wildcards.teacher]["source"] == "pretrained":
+        return job_resources(0)
+    return teacher_resources(wildcards)
+
+
+def kmeans_gpus():
+    """Curation's k-means runs on the GPU with the torch backend, on CPUs with faiss."""
+    curation = config["curation"]
+    return curation["gpus"] if curation["backend"] == "torch" else 0

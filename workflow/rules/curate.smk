@@ -14,7 +14,7 @@ rule curation_embed:
         "../envs/cgdmae.yaml"
     threads: 2
     resources:
-        gpu=config["curation"]["gpus"],
+        **job_resources(config["curation"]["gpus"], threads=2),
         runtime=240,
     params:
         batch_size=config["curation"]["batch_size"],
@@ -37,6 +37,8 @@ rule curation_subset:
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
+    resources:
+        **job_resources(kmeans_gpus(), threads=2),
     params:
         cfg=config["curation"],
         seed=config["seed"],

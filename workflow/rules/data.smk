@@ -7,7 +7,7 @@ rule synthetic_dataset:
     log:
         "logs/data/{dataset}.log",
     wildcard_constraints:
-        dataset="veri776|vehicleid|vfr|vps|pool",
+        dataset="|".join(SYNTHETIC_DATASETS),
     conda:
         "../envs/cgdmae.yaml"
     threads: 1

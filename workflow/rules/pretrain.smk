@@ -20,7 +20,7 @@ rule pretrain:
         "../envs/cgdmae.yaml"
     threads: 2
     resources:
-        gpu=lambda wildcards: run_spec(config, wildcards.run)["gpus"],
+        **resources_by(run_resources),
         runtime=lambda wildcards: run_spec(config, wildcards.run)["runtime"],
     params:
         spec=lambda wildcards: run_spec(config, wildcards.run),

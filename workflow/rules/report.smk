@@ -121,6 +121,8 @@ rule figure_reconstructions:
         "logs/figures/reconstructions.log",
     conda:
         "../envs/cgdmae.yaml"
+    resources:
+        **job_resources(0),
     params:
         specs={run: run_spec(config, run) for run in reconstruction_runs()},
         n_images=3,
@@ -153,6 +155,8 @@ rule report:
         "logs/report.log",
     conda:
         "../envs/cgdmae.yaml"
+    resources:
+        **job_resources(0),
     script:
         "../scripts/report.py"
 

@@ -13,6 +13,7 @@ rule teacher:
         "../envs/cgdmae.yaml"
     threads: 2
     resources:
+        **resources_by(teacher_build_resources),
         runtime=120,
     params:
         spec=lambda wildcards: config["teachers"][wildcards.teacher],
@@ -33,6 +34,7 @@ rule teacher_targets:
         "../envs/cgdmae.yaml"
     threads: 2
     resources:
+        **resources_by(teacher_resources),
         runtime=240,
     params:
         views=lambda wildcards: config["teachers"][wildcards.teacher]["cache_views"],
@@ -41,3 +43,16 @@ rule teacher_targets:
         seed=config["seed"],
     script:
         "../scripts/teacher_targets.py"
+
+
+rule random_clip_weights:
+    output:
+        "results/rehearsal/clip/{name}.pt",
+    log:
+        "logs/teacher/random_{name}.log",
+    conda:
+        "../envs/cgdmae.yaml"
+    params:
+        seed=config["seed"],
+    script:
+        "../scripts/random_clip_weights.py"

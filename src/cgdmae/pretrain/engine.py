@@ -111,6 +111,8 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw (MAE, ViT fine-tuning) or sgd (BoT ReID recipes)
     momentum: float = 0.9  # sgd only
     layer_decay: float | None = None  # BEiT/MAE layer-wise lr decay (needs group_matcher)
+    # a rehearsal's cap: stop after this many optimizer steps (the schedule still spans epochs)
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         minimums = {
@@ -120,6 +122,8 @@ class TrainConfig:
             "accum_iter": 1,
             "save_every": 1,
         }
+        if self.max_steps is not None:
+            minimums["max_steps"] = 1
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
                 raise ValueError(
@@ -462,6 +466,8 @@ class _Run:
             self.method.on_step_end(progress.step, self.total_steps)
             rate = images / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}", refresh=False)
+            if self.capped:
+                break
             last_step = progress.batch_in_epoch == self.sampler.batches_per_epoch
             if not last_step and any_rank(sigterm.raised, env):
                 progress.epoch_sums = self._mean_sums(sums)
@@ -502,11 +508,22 @@ class _Run:
         if (epoch + 1) % self.cfg.save_every == 0 or epoch + 1 == self.cfg.epochs:
             self.save()
 
+    @property
+    def capped(self) -> bool:
+        """The step cap is reached (every rank steps in lockstep, so all agree)."""
+        return self.cfg.max_steps is not None and self.progress.step >= self.cfg.max_steps
+
     def run(self) -> TrainResult:
         cfg, progress = self.cfg, self.progress
         with _SigtermFlag() as sigterm:
             for epoch in range(progress.epoch, cfg.epochs):
+                if self.capped:
+                    break
                 self.train_epoch(epoch, sigterm)
+                if self.capped:
+                    log.info("stopped at the step cap (%d steps)", progress.step)
+                    self.save()
+                    break
                 more = epoch + 1 < cfg.epochs
                 if more and any_rank(sigterm.raised, self.env):
                     if (epoch + 1) % cfg.save_every:

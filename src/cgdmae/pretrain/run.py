@@ -217,6 +217,7 @@ def train_config(spec: dict[str, Any], seed: int) -> TrainConfig:
         num_workers=spec["num_workers"],
         compile=spec["compile"],
         precision=spec["precision"],
+        max_steps=spec.get("max_steps"),
     )
 
 
@@ -248,6 +249,7 @@ def run_pretraining(
     seed_everything(seed)
     method = build_method(spec, teacher_dir, teacher_checkpoint)
     dataset = build_dataset(spec, images, seed, targets)
+    log.info("%s", dataset.crop_summary(train_config(spec, seed).epochs))
     result = train(method, dataset, train_config(spec, seed), work, config_snapshot=spec)
     if int(os.environ.get("RANK", 0)) == 0:
         for name in (CHECKPOINT, LOG_CSV, ENCODER):

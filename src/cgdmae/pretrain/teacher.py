@@ -253,6 +253,20 @@ def random_teacher(name: str, device: str | torch.device = "cpu") -> Teacher:
     return Teacher.from_open_clip(clip, tokenizer).to(device)
 
 
+def save_random_weights(name: str, path: str | Path, seed: int = 0) -> int:
+    """Write a randomly initialised open_clip ``name`` as a local checkpoint file, in float16 as
+    OpenAI's are, so the ``pretrained: <file>`` path runs where no weights can be downloaded (a
+    rehearsal). Returns the parameter count."""
+    from cgdmae.pretrain.checkpoint import atomic_write
+
+    torch.manual_seed(seed)
+    with hub_offline():
+        clip = open_clip.create_model(name, pretrained=None)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in clip.state_dict().items()}
+    atomic_write(path, lambda f: torch.save(state, f))
+    return sum(p.numel() for p in clip.parameters())
+
+
 def describe_pretrained(
     name: str, pretrained: str, out_dir: str | Path, config_key: str = "pretrained"
 ) -> None:
@@ -499,7 +513,14 @@ def cache_teacher_targets(
     if pending:
         flush()
     atomic_save(
-        {"paths": [str(p) for p in paths], "crops": crops, "embeds": embeds, "views": views},
+        {
+            "paths": [str(p) for p in paths],
+            "crops": crops,
+            "embeds": embeds,
+            "views": views,
+            "img_size": [int(v) for v in img_size],
+            "scale": [float(v) for v in scale],
+        },
         out_path,
     )
 
@@ -510,6 +531,7 @@ __all__ = [
     "attribute_prompts",
     "cache_teacher_targets",
     "describe_pretrained",
+    "save_random_weights",
     "hub_offline",
     "load_teacher",
     "open_clip_model_cfg",

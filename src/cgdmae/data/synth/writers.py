@@ -203,6 +203,61 @@ def write_vehicleid(
     return {"images": image_counter, "train_ids": len(train), "test_ids": len(test)}
 
 
+def write_veriwild(
+    root: Path,
+    *,
+    seed: int = 0,
+    image_size: tuple[int, int] = (64, 64),
+    n_cameras: int = 20,
+    n_train_ids: int = 60,
+    test_sizes: tuple[int, int, int] | list[int] = (10, 20, 30),
+    images_per_id: int = 6,
+) -> dict[str, int]:
+    """VERI-Wild: images/<vid>/<imgid>.jpg, train_test_split/{train_list,test_<N>,
+    test_<N>_query,vehicle_info}.txt; N keeps the real names 3000/5000/10000 with fewer ids.
+
+    A test identity's first image is its query and the rest its gallery (the real split takes
+    one query per id too); the query camera differs from at least one gallery camera.
+    """
+    _require_positive(n_train_ids=n_train_ids)
+    if images_per_id < 2:
+        raise SynthConfigError(f"images_per_id must be at least 2 (query + gallery), got {images_per_id}")
+    if len(test_sizes) != 3 or min(test_sizes) < 1:
+        raise SynthConfigError(
+            f"test_sizes must be three positive id counts (small, medium, large), got {test_sizes}"
+        )
+    world = SynthWorld(seed, n_cameras=n_cameras)
+    rng = np.random.default_rng(dataset_seed(seed, "veriwild"))
+    identities = world.sample_identities(n_train_ids + max(test_sizes), rng)
+    items: dict[int, list[str]] = {}
+    info = ["id/image;Camera ID;Time;Model;Type;Color"]
+    image_number = 0
+    with _staged(root) as out:
+        for ident in identities:
+            cams = _cameras_for(rng, n_cameras, images_per_id)
+            items[ident.vid] = []
+            for k in range(images_per_id):
+                image_number += 1
+                item = f"{ident.vid + 1:05d}/{image_number:06d}"
+                cam = cams[k % len(cams)]
+                _save(world.render(ident, cam, rng, image_size), out / "images" / f"{item}.jpg")
+                items[ident.vid].append(item)
+                info.append(
+                    f"{item};{cam + 1};2017-01-01 00:00:{k:02d};model{ident.model};"
+                    f"{VERI_TYPES[ident.type]};{VERI_COLORS[ident.color]}"
+                )
+        vids = [ident.vid for ident in identities]
+        train, test = vids[:n_train_ids], vids[n_train_ids:]
+        split_dir = out / "train_test_split"
+        _write_lines(split_dir / "train_list.txt", [i for v in train for i in items[v]])
+        _write_lines(split_dir / "vehicle_info.txt", info)
+        for real_size, size in zip((3000, 5000, 10000), test_sizes, strict=True):
+            chosen = test[:size]  # nested, as the real test sets are
+            _write_lines(split_dir / f"test_{real_size}_query.txt", [items[v][0] for v in chosen])
+            _write_lines(split_dir / f"test_{real_size}.txt", [i for v in chosen for i in items[v][1:]])
+    return {"images": image_number, "train_ids": len(train), "test_ids": len(test)}
+
+
 def write_vfr(
     root: Path,
     *,
