@@ -452,3 +452,18 @@ def test_readme_states_the_kl_direction_the_code_computes():
     assert got != pytest.approx(student_first.item(), rel=1e-2)
     readme = (ROOT / "config" / "README.md").read_text()
     assert "`L_kl` = KL(P_t ‖ P_s)" in readme and "KL(P_s ‖ P_t) between" not in readme
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("model.img_size", [32, 32]), ("crop_scale", [0.5, 1.0])]
+)
+def test_a_cached_targets_run_must_crop_as_the_cache_does(key, value):
+    config = default_config()
+    config["ablations"] = {}
+    config["runs"]["cgd_mae"]["overrides"] = {key: value}
+    with pytest.raises(
+        ConfigError, match=rf"runs\.cgd_mae: pretrain\.{key}.*cached teacher targets"
+    ):
+        validate_config(config, SCHEMA)
+    config["runs"]["cgd_mae"]["overrides"]["distill.targets"] = "online"
+    validate_config(config, SCHEMA)

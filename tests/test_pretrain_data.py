@@ -148,3 +148,47 @@ def test_bad_caches_name_the_file(paths, tmp_path):
     )
     with pytest.raises(DatasetFormatError, match=r"misshaped\.pt.*'crops' has shape \(6, 2, 4\)"):
         TeacherTargets.load(misshaped)
+
+
+def test_targets_made_for_other_crops_are_refused_naming_both(paths, tmp_path):
+    """A run whose img_size or crop_scale differs from the cache's would train on crops made for
+    another run: refused, where an old cache without the record is still read."""
+    cache = write_cache(tmp_path / "targets.pt", paths, [[[0, 0, 8, 8, 0]]] * 6)
+    data = torch.load(cache, weights_only=True)
+    torch.save({**data, "img_size": [16, 16], "scale": [0.2, 1.0]}, cache)
+    targets = TeacherTargets.load(cache)
+    assert targets.img_size == (16, 16) and targets.scale == (0.2, 1.0)
+    PretrainDataset(paths, img_size=(16, 16), scale=(0.2, 1.0), targets=targets)
+    for size, scale in (((24, 24), (0.2, 1.0)), ((16, 16), (0.08, 1.0))):
+        with pytest.raises(
+            DatasetFormatError,
+            match=r"targets\.pt.*img_size \[16, 16\] and crop_scale \[0\.2, 1\.0\].*this run",
+        ):
+            PretrainDataset(paths, img_size=size, scale=scale, targets=targets, targets_file=cache)
+
+
+def test_cache_teacher_targets_records_the_crops_it_was_made_for(paths, tmp_path):
+    from cgdmae.pretrain.teacher import cache_teacher_targets
+
+    class Teacher:
+        embed_dim, mean = 3, torch.zeros(3)
+
+        def encode_image(self, batch):
+            return torch.nn.functional.normalize(batch.mean((2, 3)), dim=-1)
+
+    out = tmp_path / "targets.pt"
+    cache_teacher_targets(
+        Teacher(), paths, out, views=2, img_size=(16, 12), scale=(0.3, 0.9), seed=0
+    )
+    targets = TeacherTargets.load(out)
+    assert targets.img_size == (16, 12) and targets.scale == (0.3, 0.9)
+    PretrainDataset(paths, img_size=(16, 12), scale=(0.3, 0.9), targets=targets)
+
+
+def test_the_crop_summary_counts_fixed_views_against_fresh_crops(paths, tmp_path):
+    crops = [[[0, 0, 8, 8, 0], [1, 1, 9, 9, 1], [0, 0, 8, 8, 0]] for _ in paths]  # 2 distinct
+    cache = write_cache(tmp_path / "targets.pt", paths, crops)
+    cached = PretrainDataset(paths, targets=TeacherTargets.load(cache))
+    assert cached.crop_summary(400).startswith(f"distinct crops: {2 * len(paths)} (3 fixed")
+    fresh = PretrainDataset(paths)
+    assert fresh.crop_summary(400).startswith(f"distinct crops: {400 * len(paths)} (a fresh")

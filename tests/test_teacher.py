@@ -231,7 +231,9 @@ def test_cached_targets_match_the_online_teacher_on_the_same_crop(trained, pool,
     assert torch.equal(TeacherTargets.load(again).crops, targets.crops)  # fixed views
     views = targets.embeds[4].float()
     assert (views[0] - views[1]).abs().max() > 1e-2  # so matching the right view means something
-    dataset = PretrainDataset(paths, img_size=(20, 20), seed=1, targets=targets, targets_file=out)
+    dataset = PretrainDataset(
+        paths, img_size=(20, 20), scale=(0.3, 1.0), seed=1, targets=targets, targets_file=out
+    )
     for epoch in range(3):
         dataset.set_epoch(epoch)
         item = dataset[4]

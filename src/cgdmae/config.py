@@ -297,6 +297,7 @@ def _check_references(config: Mapping[str, Any]) -> None:
                 spec["distill"]["teacher"],
                 f"runs.{run}: pretrain.distill.teacher",
             )
+            _check_cached_views(config, run, spec)
         if spec["method"] == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
             _check_teacher_run(config, run, spec)
         if spec["method"] == "person_vit":
@@ -320,6 +321,23 @@ def _check_ablation_values(
             raise ConfigError(
                 f"config key 'ablations.{name}.values.{k}': {value!r} is listed twice "
                 f"(values of {axis}: {values}); each value must be a different run"
+            )
+
+
+def _check_cached_views(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
+    """Cached teacher targets are one file per teacher and dataset, made at ``pretrain``'s
+    img_size and crop_scale: a run cropping otherwise would train on another run's crops."""
+    if spec["distill"]["targets"] != "cached":
+        return
+    for key, own, shared in (
+        ("model.img_size", spec["model"]["img_size"], config["pretrain"]["model"]["img_size"]),
+        ("crop_scale", spec["crop_scale"], config["pretrain"]["crop_scale"]),
+    ):
+        if list(own) != list(shared):
+            raise ConfigError(
+                f"config key 'runs.{run}: pretrain.{key}': {list(own)}, but cached teacher "
+                f"targets are made at pretrain.{key} {list(shared)}; set distill.targets: "
+                "online for this run"
             )
 
 

@@ -116,6 +116,9 @@ class TeacherTargets:
     paths: list[str]
     crops: torch.Tensor  # int32 [N, K, 5]
     embeds: torch.Tensor  # float16 [N, K, C]
+    # the student's resolution and crop-scale range the views were made for (absent in old caches)
+    img_size: tuple[int, int] | None = None
+    scale: tuple[float, float] | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherTargets:
@@ -123,6 +126,9 @@ class TeacherTargets:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
             targets = cls(list(data["paths"]), data["crops"], data["embeds"])
+            if "img_size" in data:
+                targets.img_size = tuple(int(v) for v in data["img_size"])
+                targets.scale = tuple(float(v) for v in data["scale"])
         except (OSError, KeyError, TypeError, RuntimeError, EOFError) as exc:
             raise DatasetFormatError(f"not a readable teacher-target cache ({exc})", path) from None
         n = len(targets.paths)
@@ -165,6 +171,14 @@ class PretrainDataset(Dataset):
             self._check_targets(targets, targets_file)
 
     def _check_targets(self, targets: TeacherTargets, source: str | Path | None) -> None:
+        made_for = (targets.img_size, targets.scale)
+        if targets.img_size is not None and made_for != (self.img_size, self.scale):
+            raise DatasetFormatError(
+                f"teacher targets were made for img_size {list(targets.img_size)} and crop_scale "
+                f"{list(targets.scale)}; this run crops at img_size {list(self.img_size)} and "
+                f"crop_scale {list(self.scale)}: its targets must be cached for its own crops",
+                source,
+            )
         if len(targets.paths) != len(self.paths):
             raise DatasetFormatError(
                 f"teacher targets cover {len(targets.paths)} images but the pre-training set has {len(self.paths)}",
@@ -178,6 +192,22 @@ class PretrainDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def crop_summary(self, epochs: int) -> str:
+        """How many distinct crops a run of ``epochs`` epochs trains on, for its log: the cached
+        views (each epoch draws one of them per image), or a fresh crop per image and epoch."""
+        n = len(self.paths)
+        if self.targets is None:
+            return (
+                f"distinct crops: {n * epochs} (a fresh random crop of each of {n} images in "
+                f"each of {epochs} epochs)"
+            )
+        distinct = sum(len(torch.unique(rows, dim=0)) for rows in self.targets.crops)
+        views = self.targets.crops.shape[1]
+        return (
+            f"distinct crops: {distinct} ({views} fixed cached views of each of {n} images, "
+            f"one drawn per image in each of {epochs} epochs)"
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
