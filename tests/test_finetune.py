@@ -496,3 +496,89 @@ def test_reid_test_pass_runs_without_autocast():
     assert eval_autocast("reid", cuda) is None  # TransReID tests in fp32
     assert eval_autocast("vfr", cuda) is torch.bfloat16  # MAE's evaluate under autocast
     assert eval_autocast("vfr", torch.device("cpu")) is None
+
+
+# --- MAE's fine-tuning recipe for VAR and VFR -------------------------------------------------
+
+
+def test_mixup_and_cutmix_are_active_in_a_vfr_batch():
+    spec = task_spec(mixup=0.8, cutmix=1.0, label_smoothing=0.1)
+    module = tiny_task("vfr", spec, num_classes=5)
+    torch.manual_seed(0)
+    images, labels = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    kinds = set()
+    for _ in range(30):
+        mixed, targets = module.mix(images.clone(), labels)  # timm mixes in place
+        assert targets.shape == (8, 5)
+        torch.testing.assert_close(targets.sum(1), torch.ones(8))
+        assert (targets > 0.1 / 5 + 1e-6).sum(1).max() == 2  # two classes per soft target
+        flipped = images.flip(0)
+        from_either = (mixed == images) | (mixed == flipped)
+        if from_either.all() and not torch.equal(mixed, images):
+            kinds.add("cutmix")  # a box pasted from the paired image
+        elif not from_either.any():
+            kinds.add("mixup")  # every pixel a blend
+    assert kinds == {"mixup", "cutmix"}
+    terms = module({"image": images, "label": labels})
+    assert torch.isfinite(terms["loss"])
+    plain = tiny_task("vfr", task_spec(), num_classes=5)
+    assert plain.mixup is None and torch.equal(plain.mix(images, labels)[0], images)
+
+
+def test_mae_recipe_keys_reach_the_transforms_lr_and_heads():
+    import numpy as np
+    from PIL import Image
+
+    from cgdmae.finetune.data import make_dataset, test_transform
+    from cgdmae.finetune.run import finetune_config
+
+    spec = task_spec(
+        blr=5e-4, batch_size=64, head_init_std=2e-5, rand_augment="rand-m9-mstd0.5-inc1"
+    )
+    assert finetune_config(spec, 0).lr is None
+    from cgdmae.pretrain.engine import peak_lr
+
+    assert peak_lr(finetune_config(spec, 0), 1) == pytest.approx(5e-4 * 64 / 256)
+    assert peak_lr(finetune_config(task_spec(lr=5e-4), 0), 1) == 5e-4
+    module = tiny_task("vfr", spec)
+    assert module.model.head.weight.std() < 1e-4 and not module.model.head.bias.any()
+    assert tiny_task("vfr", task_spec()).model.head.weight.std() > 1e-2
+    assert module.model.backbone.blocks[0].mlp.fc1.weight.std() > 1e-2  # the backbone is kept
+    names = [type(t).__name__ for t in make_dataset("vfr", [], (32, 32), spec).transform.transforms]
+    assert "RandAugment" in names and "RandomResizedCropAndInterpolation" in names
+    # test time: shorter side to 32 / 0.875 = 36, then the central 32 × 32
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (48, 72, 3), dtype=np.uint8))
+    got = test_transform((32, 32), "bicubic", 0.875)(image)
+    resized = image.resize((54, 36), Image.BICUBIC).crop((11, 2, 43, 34))
+    want = test_transform((32, 32), "bicubic")(resized)
+    assert got.shape == (3, 32, 32)
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0)
+
+
+def test_vfr_trains_with_maes_recipe(data, tmp_path):
+    spec = tiny_spec(epochs=1, layer_decay=0.65, blr=5e-4, mixup=0.8, cutmix=1.0,
+                     rand_augment="rand-m9-mstd0.5-inc1", head_init_std=2e-5, test_crop_pct=0.875,
+                     erasing=0.25)  # fmt: skip
+    record = run_finetune(
+        "vfr", dataset(data, "vfr"), data / "encoder.pth", MODEL, spec, tmp_path / "metrics.json"
+    )
+    assert record["epochs"] == 1 and math.isfinite(record["final_loss"][0])
+    with pytest.raises(ValueError, match="batch size must be even"):
+        tiny_task("vfr", task_spec(mixup=0.8, batch_size=7))
+
+
+def test_paper_var_and_vfr_follow_maes_recipe():
+    from cgdmae.finetune.run import finetune_config
+    from cgdmae.pretrain.engine import peak_lr
+
+    for task in ("var", "vfr"):
+        spec = paper_task(task)
+        assert peak_lr(finetune_config(spec, 0), 1) == pytest.approx(5e-4 * 64 / 256)
+        assert (spec["epochs"], spec["layer_decay"], spec["head_init_std"]) == (100, 0.65, 2e-5)
+        assert spec["test_crop_pct"] == 0.875
+    vfr = paper_task("vfr")
+    assert (vfr["mixup"], vfr["cutmix"], vfr["label_smoothing"], vfr["erasing"]) == (
+        0.8, 1.0, 0.1, 0.25,
+    )  # fmt: skip
+    assert vfr["rand_augment"] == "rand-m9-mstd0.5-inc1"

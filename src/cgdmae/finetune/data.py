@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torchvision.transforms as T
+from timm.data import create_transform
 from timm.data.random_erasing import RandomErasing
 
 from cgdmae.config import TASK_FORMATS
@@ -71,15 +72,41 @@ def train_transform(
     return T.Compose(steps)
 
 
-def test_transform(size: tuple[int, int], interpolation: str = "bicubic") -> T.Compose:
-    """Resize to ``size`` (TransReID tests with torchvision's default, bilinear) and normalise."""
-    return T.Compose(
-        [
-            T.Resize(list(size), interpolation=INTERPOLATIONS[interpolation]),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
+def rand_augment_transform(size: tuple[int, int], policy: str, erasing: float) -> Any:
+    """MAE's fine-tuning augmentation (``util/datasets.py``), from timm's ``create_transform``:
+    random resized crop (bicubic), flip, RandAugment ``policy`` (e.g. ``rand-m9-mstd0.5-inc1``)
+    and random erasing with per-pixel noise."""
+    return create_transform(
+        (3, *size),
+        is_training=True,
+        color_jitter=None,
+        auto_augment=policy,
+        interpolation="bicubic",
+        re_prob=erasing,
+        re_mode="pixel",
+        re_count=1,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     )
+
+
+def test_transform(
+    size: tuple[int, int], interpolation: str = "bicubic", crop_pct: float | None = None
+) -> T.Compose:
+    """Resize to ``size`` (TransReID tests with torchvision's default, bilinear) and normalise.
+
+    With ``crop_pct`` (MAE: 0.875), resize the shorter side to ``size / crop_pct`` (224 → 256)
+    and take the central ``size`` crop.
+    """
+    if crop_pct is None:
+        resize = [T.Resize(list(size), interpolation=INTERPOLATIONS[interpolation])]
+    else:
+        short = int(min(size) / crop_pct)
+        resize = [
+            T.Resize(short, interpolation=INTERPOLATIONS[interpolation]),
+            T.CenterCrop(list(size)),
+        ]
+    return T.Compose([*resize, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def _vehicleid_sizes(root: Path) -> list[int]:
@@ -165,11 +192,15 @@ def make_dataset(
     size: tuple[int, int],
     spec: dict[str, Any] | None,
     test_interpolation: str = "bicubic",
+    test_crop_pct: float | None = None,
 ):
     """A torch Dataset; ``spec`` (the task's config) given means training augmentation."""
     if task == "vps":
         return SegmentationDataset(records, SegmentationTransform(size, train=spec is not None))
     if spec is None:
-        return ImageDataset(records, test_transform(size, test_interpolation))
+        return ImageDataset(records, test_transform(size, test_interpolation, test_crop_pct))
+    if task in ("var", "vfr") and spec.get("rand_augment"):
+        return ImageDataset(records, rand_augment_transform(size, spec["rand_augment"],
+                                                            spec["erasing"]))  # fmt: skip
     fill = spec.get("erasing_fill", "zero")
     return ImageDataset(records, train_transform(size, spec["pad"], spec["erasing"], fill))

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -43,6 +44,12 @@ def batch_hard_triplet(
     if margin is None:
         return F.softplus(gap).mean()
     return F.relu(gap + margin).mean()
+
+
+def init_head(head: nn.Linear, std: float) -> None:
+    """MAE's head initialisation: truncated normal weights of ``std`` (2e-5), zero bias."""
+    nn.init.trunc_normal_(head.weight, std=std)
+    nn.init.zeros_(head.bias)
 
 
 def cls_feature(vit: VisionTransformer, images: torch.Tensor, pool: str = "token") -> torch.Tensor:
@@ -243,15 +250,48 @@ class ClassifierNet(nn.Module):
 
 
 class ClassifyTask(FinetuneTask):
-    """VFR: fine-grained make/model classification."""
+    """VFR: fine-grained make/model classification.
 
-    def __init__(self, backbone: VisionTransformer, num_classes: int, pool: str = "token"):
+    With ``mixup`` or ``cutmix`` (the Beta α of each; MAE: 0.8 and 1.0) every training batch is
+    mixed by timm's ``Mixup`` (one of the two per batch, at random), with ``label_smoothing``
+    folded into the soft targets, and the loss is the soft-target cross-entropy, as MAE's
+    ``main_finetune.py``. Without them the loss is the plain cross-entropy.
+    """
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        num_classes: int,
+        pool: str = "token",
+        *,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.model = ClassifierNet(backbone, num_classes, pool)
+        self.mixup = None
+        if mixup > 0 or cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+
+    def mix(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The training batch after mixup/cutmix, with soft targets; unchanged without them."""
+        if self.mixup is None:
+            return images, labels
+        return self.mixup(images, labels)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        logits = self.model(batch["image"])
-        loss = F.cross_entropy(logits.float(), batch["label"])
+        images, targets = self.mix(batch["image"], batch["label"])
+        logits = self.model(images)
+        if self.mixup is None:
+            loss = F.cross_entropy(logits.float(), targets)
+        else:
+            loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         return {"loss": loss, "acc": (logits.argmax(1) == batch["label"]).float().mean()}
 
     @torch.no_grad()
