@@ -22,7 +22,14 @@ from cgdmae.data import RandomIdentitySampler
 from cgdmae.finetune.backbone import file_sha256, load_vit
 from cgdmae.finetune.data import TaskData, make_dataset, task_data
 from cgdmae.finetune.evaluate import evaluate_task
-from cgdmae.finetune.tasks import AttributeTask, ClassifyTask, FinetuneTask, ReidTask, SegmentTask
+from cgdmae.finetune.tasks import (
+    AttributeTask,
+    ClassifyTask,
+    FinetuneTask,
+    ReidTask,
+    SegmentTask,
+    init_head,
+)
 from cgdmae.pretrain.checkpoint import seed_everything, set_aside_if_stale
 from cgdmae.pretrain.engine import CHECKPOINT, TrainConfig, TrainResult, train
 from cgdmae.pretrain.teacher import write_json
@@ -43,9 +50,26 @@ def build_task(task: str, data: TaskData, spec: dict[str, Any], backbone) -> Fin
     elif task == "var":
         module = AttributeTask(backbone, data.num_classes["color"], data.num_classes["type"])
     elif task == "vfr":
-        module = ClassifyTask(backbone, data.num_classes["classes"], spec["pool"])
+        mixed = spec.get("mixup", 0) > 0 or spec.get("cutmix", 0) > 0
+        if mixed and spec["batch_size"] % 2:
+            raise ValueError(
+                f"finetune.vfr.batch_size={spec['batch_size']}: mixup and cutmix pair each "
+                "image with another of the batch, so the batch size must be even"
+            )
+        module = ClassifyTask(
+            backbone,
+            data.num_classes["classes"],
+            spec["pool"],
+            mixup=spec.get("mixup", 0.0),
+            cutmix=spec.get("cutmix", 0.0),
+            label_smoothing=spec["label_smoothing"] if mixed else 0.0,
+        )
     else:
         module = SegmentTask(backbone, data.num_classes["classes"])
+    heads = {"var": ("color_head", "type_head"), "vfr": ("head",)}.get(task, ())
+    if spec.get("head_init_std") is not None:
+        for name in heads:
+            init_head(getattr(module.model, name), spec["head_init_std"])
     module.decay_rule = spec.get("param_groups", "mae")
     module.bias_lr_factor = spec.get("bias_lr_factor", 1.0)
     module.nesterov = spec.get("nesterov", True)
@@ -82,11 +106,16 @@ def eval_autocast(task: str, device: torch.device) -> torch.dtype | None:
 
 
 def finetune_config(spec: dict[str, Any], seed: int, batch_size: int | None = None) -> TrainConfig:
-    """The engine's settings; ``batch_size`` replaces the spec's (a capped P×K batch)."""
+    """The engine's settings; ``batch_size`` replaces the spec's (a capped P×K batch).
+
+    With ``blr`` the lr is MAE's scaled one, blr × batch / 256 (the engine's rule), else ``lr``.
+    """
+    blr = {"blr": spec["blr"]} if spec.get("blr") is not None else {}
     return TrainConfig(
         epochs=spec["epochs"],
         batch_size=batch_size or spec["batch_size"],
-        lr=spec["lr"],
+        lr=None if blr else spec["lr"],
+        **blr,
         min_lr=spec["min_lr"],
         warmup_epochs=spec["warmup_epochs"],
         weight_decay=spec["weight_decay"],
@@ -97,6 +126,7 @@ def finetune_config(spec: dict[str, Any], seed: int, batch_size: int | None = No
         seed=seed,
         num_workers=spec["num_workers"],
         precision=spec["precision"],
+        max_steps=spec.get("max_steps"),
     )
 
 
@@ -138,7 +168,7 @@ def finetune_once(
 
     def loader(records: list[Any]) -> DataLoader:
         return DataLoader(
-            make_dataset(task, records, size, None, interpolation),
+            make_dataset(task, records, size, None, interpolation, spec.get("test_crop_pct")),
             batch_size=spec["eval_batch_size"],
             num_workers=spec["num_workers"],
         )
