@@ -12,7 +12,7 @@ TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv demo test rehearsal lint format clean-results pull push paper slurm-profile
+.PHONY: env-files venv demo test rehearsal lint format clean-results pull push paper slurm-profile
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -94,3 +94,10 @@ slurm-profile:
 
 clean-results:
 	rm -rf results logs .snakemake
+
+## workflow/envs/cgdmae.yaml from environment.yml: Snakemake copies a rule's env file to
+## .snakemake/conda/, two levels below the repository, so the package path is ../.. there.
+env-files:
+	{ echo "# Generated from environment.yml by make env-files: edit that file instead."; \
+	  sed -n '/^name:/,$$p' environment.yml | sed 's|"-e \.\[dev\]"|"-e ../..[dev]"|'; } \
+		> workflow/envs/cgdmae.yaml

@@ -481,3 +481,19 @@ def test_two_rank_ddp_matches_one_process_with_the_same_effective_batch(tmp_path
     assert float(read_log(tmp_path / "ddp")[-1]["loss"]) == pytest.approx(
         float(read_log(single)[-1]["loss"]), rel=1e-5
     )
+
+
+def test_step_cap_stops_mid_epoch_and_matches_the_uncapped_run_up_to_there(straight, tmp_path):
+    """A rehearsal's max_steps: 6 of 16 steps, the schedule still that of 4 epochs, so the
+    capped run's first epoch and its first steps are the uncapped run's."""
+    result = train(TinyMethod(), Vectors(), TrainConfig(**CFG, max_steps=6), tmp_path,
+                   config_snapshot={"mask_ratio": 0.5})  # fmt: skip
+    assert (result.steps, result.epochs_run) == (6, 2)
+    rows, reference = read_log(tmp_path), read_log(straight)
+    assert [r["step"] for r in rows] == ["4", "6"]  # epoch 2 logged over its 2 steps
+    assert without_timing(rows)[0] == without_timing(reference)[0]
+    saved = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert (saved["step"], saved["epoch"]) == (6, 2) and (tmp_path / "encoder.pth").is_file()
+    again = train(TinyMethod(), Vectors(), TrainConfig(**CFG, max_steps=6), tmp_path,
+                  config_snapshot={"mask_ratio": 0.5})  # fmt: skip
+    assert again.steps == 6 and len(read_log(tmp_path)) == 2  # a rerun trains no further

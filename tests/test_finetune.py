@@ -7,6 +7,7 @@ import shutil
 import signal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -230,9 +231,14 @@ def test_finetuning_resumes_bit_exact_after_sigterm(data, tmp_path, monkeypatch)
     assert saved["step"] == 2 and saved["epoch"] == 0
     resumed = run_finetune(*args, tmp_path / "cut/metrics.json")
     assert resumed["metrics"] == whole["metrics"] and resumed["final_loss"] == whole["final_loss"]
-    a = torch.load(tmp_path / "whole/work/seed0/checkpoint.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut/work/seed0/checkpoint.pth", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the per-epoch losses agree to the last digit; the resumable state is gone once the
+    # metrics are written (it is ~1 GB per job at paper scale)
+    logs = [pd.read_csv(tmp_path / run / "work/seed0/log.csv") for run in ("whole", "cut")]
+    timing = ["img_per_s", "seconds"]
+    pd.testing.assert_frame_equal(
+        logs[0].drop(columns=timing), logs[1].drop(columns=timing), check_exact=True
+    )
+    assert not list(tmp_path.glob("*/work/seed0/checkpoint.pth"))
 
 
 def test_embedded_default_finetune_config_is_valid():

@@ -43,10 +43,12 @@ def slurm_resources(
         "mem_mb": gpus * cluster["mem_mb_per_gpu"],  # --mem is per node
     }
     if nodes == 1:
+        # --nodes=1 holds a multi-GPU job to one node; a one-GPU job leaves it out, because
+        # Snakemake sums it over the jobs of a group (a run's fine-tunings) into N nodes
         return {
             "gpu": gpus,
             **per_node,
-            "nodes": 1,
+            "nodes": 1 if gpus > 1 else None,
             "tasks": None,
             "mpi": None,
             "slurm_extra": None,

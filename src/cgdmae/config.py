@@ -275,11 +275,13 @@ def _check_references(config: Mapping[str, Any]) -> None:
     if curation.get("subsets"):
         _require(config, "datasets", curation["dataset"], "curation.dataset")
         _require(config, "teachers", curation["teacher"], "curation.teacher")
-        if len(curation["sample_sizes"]) != len(curation["levels"]):
-            raise ConfigError(
-                f"config key 'curation.sample_sizes': {len(curation['sample_sizes'])} entries, "
-                f"one per level expected ({len(curation['levels'])} levels)"
-            )
+        for key in ("sample_sizes", "resampling_steps"):  # a list: one per level
+            value = curation.get(key)
+            if isinstance(value, list) and len(value) != len(curation["levels"]):
+                raise ConfigError(
+                    f"config key 'curation.{key}': {len(value)} entries, one per level "
+                    f"expected ({len(curation['levels'])} levels)"
+                )
     images = {**config.get("datasets", {}), **dict.fromkeys(curation.get("subsets", []))}
     for run in all_runs(config):
         spec = run_spec(config, run)

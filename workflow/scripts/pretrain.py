@@ -1,5 +1,5 @@
-"""Pre-train one run (in this process, or under torchrun when gpus > 1); exit 75 after a
-SIGTERM checkpoint."""
+"""Pre-train one run (in this process, or under torchrun when gpus > 1, srun + torchrun when
+nodes > 1); exit 75 after a SIGTERM checkpoint."""
 
 import json
 import sys
@@ -18,4 +18,4 @@ argv = [
     f"--targets={snakemake.input.get('targets', '')}",
     f"--teacher-checkpoint={snakemake.input.get('teacher_checkpoint', '')}",
 ]
-sys.exit(launch(argv, spec["gpus"], snakemake.log[0]))
+sys.exit(launch(argv, spec["gpus"], snakemake.log[0], nodes=spec.get("nodes", 1)))

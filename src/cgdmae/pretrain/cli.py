@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,18 +72,55 @@ def torchrun_command(argv: list[str], gpus: int) -> list[str]:
     ]
 
 
-def launch(argv: list[str], gpus: int, log_path: str | Path) -> int:
-    """Run :func:`main` here (``gpus <= 1``) or under torchrun, logging to ``log_path``.
+def multinode_command(argv: list[str], nodes: int, gpus: int, job_id: str, head: str) -> list[str]:
+    """DDP over ``nodes`` × ``gpus`` processes in a Slurm allocation: ``srun`` starts one
+    torchrun per node, and the torchruns meet through a c10d rendezvous on ``head`` (the node
+    this runs on, the allocation's first), on a port and id taken from the job id."""
+    return [
+        "srun",
+        f"--nodes={nodes}",
+        "--ntasks-per-node=1",
+        "--kill-on-bad-exit=1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nodes}",
+        f"--nproc_per_node={gpus}",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint={head}:{29500 + int(job_id) % 1000}",
+        f"--rdzv_id={job_id}",
+        "-m",
+        "cgdmae.pretrain.cli",
+        *argv,
+    ]
+
+
+def launch_command(argv: list[str], gpus: int, nodes: int = 1) -> list[str]:
+    """torchrun on this node, or srun + torchrun over the nodes of this Slurm job."""
+    if nodes == 1:
+        return torchrun_command(argv, gpus)
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id is None:
+        raise RuntimeError(
+            f"pretrain.nodes is {nodes}: a multi-node run starts inside its Slurm allocation "
+            "(snakemake --profile slurm), and SLURM_JOB_ID is not set"
+        )
+    return multinode_command(argv, nodes, gpus, job_id, socket.gethostname())
+
+
+def launch(argv: list[str], gpus: int, log_path: str | Path, nodes: int = 1) -> int:
+    """Run :func:`main` here (one process) or under torchrun (``gpus > 1`` or ``nodes > 1``),
+    logging to ``log_path``.
 
     Under torchrun a SIGTERM sent to this process is passed on, so the ranks checkpoint.
     """
-    if gpus <= 1:
+    if gpus <= 1 and nodes == 1:
         with rule_logging(log_path):
             return main(argv)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as stream:
         proc = subprocess.Popen(
-            torchrun_command(argv, gpus), stdout=stream, stderr=subprocess.STDOUT
+            launch_command(argv, gpus, nodes), stdout=stream, stderr=subprocess.STDOUT
         )
         previous = signal.signal(signal.SIGTERM, lambda signum, _: proc.send_signal(signum))
         try:

@@ -221,7 +221,9 @@ def write_veriwild(
     """
     _require_positive(n_train_ids=n_train_ids)
     if images_per_id < 2:
-        raise SynthConfigError(f"images_per_id must be at least 2 (query + gallery), got {images_per_id}")
+        raise SynthConfigError(
+            f"images_per_id must be at least 2 (query + gallery), got {images_per_id}"
+        )
     if len(test_sizes) != 3 or min(test_sizes) < 1:
         raise SynthConfigError(
             f"test_sizes must be three positive id counts (small, medium, large), got {test_sizes}"
@@ -254,7 +256,9 @@ def write_veriwild(
         for real_size, size in zip((3000, 5000, 10000), test_sizes, strict=True):
             chosen = test[:size]  # nested, as the real test sets are
             _write_lines(split_dir / f"test_{real_size}_query.txt", [items[v][0] for v in chosen])
-            _write_lines(split_dir / f"test_{real_size}.txt", [i for v in chosen for i in items[v][1:]])
+            _write_lines(
+                split_dir / f"test_{real_size}.txt", [i for v in chosen for i in items[v][1:]]
+            )
     return {"images": image_number, "train_ids": len(train), "test_ids": len(test)}
 
 
