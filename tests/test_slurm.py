@@ -41,6 +41,7 @@ def test_time_limit_kill_resumes_on_retry(slurm, tmp_path):
     config["pretrain"] |= {"epochs": 800, "save_every": 10, "runtime": 1, "gpus": 1}
     config["runs"] = {"mae": {"method": "mae"}}
     config["ablations"] = {}
+    config["cluster"] = {"cpus_per_gpu": 1, "mem_mb_per_gpu": 2000, "cpus": 1, "mem_mb": 1000}
     (tmp_path / "slurm.yaml").write_text(yaml.safe_dump(config))
     before = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i"], capture_output=True,
                             text=True).stdout.split()  # fmt: skip
@@ -51,7 +52,6 @@ def test_time_limit_kill_resumes_on_retry(slurm, tmp_path):
          "--directory", str(tmp_path), "--profile", str(ROOT / "profiles" / "slurm"),
          "--configfile", str(tmp_path / "slurm.yaml"), "--slurm-status-command", "squeue",
          "--default-resources", "mem_mb=2000", "cpus_per_task=1", "runtime=10",
-         "--set-resources", "pretrain:mem_mb=2000", "pretrain:cpus_per_gpu=1",
          "--latency-wait", "5", "--retries", "6", "results/pretrain/mae/encoder.pth"],
         capture_output=True, text=True, env=env, timeout=1200,
     )  # fmt: skip

@@ -155,6 +155,24 @@ def test_vehicleid_layout(tmp_path):
             assert (root / "image" / f"{x.split()[0]}.jpg").exists()
 
 
+def test_veriwild_layout_reads_back_with_the_real_reader(tmp_path):
+    from cgdmae.data import read_veriwild
+
+    root = tmp_path / "wild"
+    writers.write_veriwild(root, n_train_ids=3, test_sizes=(2, 3, 4), images_per_id=3,
+                           n_cameras=5, image_size=(32, 32))  # fmt: skip
+    info = (root / "train_test_split" / "vehicle_info.txt").read_text().splitlines()
+    assert info[0].startswith("id/image;") and len(info) == 1 + (3 + 4) * 3
+    for real, ids in ((3000, 2), (5000, 3), (10000, 4)):
+        splits = read_veriwild(root, real, check_images=True)
+        assert len(splits.train) == 9 and len({r.pid for r in splits.train}) == 3
+        assert len(splits.query) == ids and len(splits.gallery) == 2 * ids
+        assert {r.pid for r in splits.query} == {r.pid for r in splits.gallery}
+        assert not {r.path for r in splits.query} & {r.path for r in splits.gallery}
+        for q in splits.query:  # each query has a gallery image from another camera
+            assert any(g.pid == q.pid and g.camid != q.camid for g in splits.gallery)
+
+
 def test_vfr_vps_layouts(tmp_path):
     writers.write_vfr(
         tmp_path / "vfr", n_train_per_class=1, n_test_per_class=1, image_size=(32, 32)

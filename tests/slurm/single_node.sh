@@ -82,5 +82,5 @@ pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
 until_ok 60 bash -c 'scontrol ping | grep -q UP'
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd -N localhost
 scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
-until_ok 60 bash -c 'sinfo -h -n localhost -o %t | grep -qE "idle|mix|alloc"'
+until_ok 180 bash -c 'sinfo -h -n localhost -o %t | grep -qE "idle|mix|alloc"'
 sinfo

@@ -66,6 +66,14 @@ def _require_positive(**counts: float) -> None:
             raise SynthConfigError(f"{key} must be at least 1, got {value}")
 
 
+def _require_test_sizes(test_sizes: tuple[int, int, int] | list[int]) -> None:
+    """The three nested test sets of VehicleID and VERI-Wild, by identity count."""
+    if len(test_sizes) != 3 or min(test_sizes) < 1:
+        raise SynthConfigError(
+            f"test_sizes must be three positive id counts (small, medium, large), got {test_sizes}"
+        )
+
+
 def _cameras_for(rng: np.random.Generator, n_cameras: int, k: int) -> list[int]:
     return [int(c) for c in rng.choice(n_cameras, size=min(k, n_cameras), replace=False)]
 
@@ -160,10 +168,7 @@ def write_vehicleid(
 ) -> dict[str, int]:
     """VehicleID: image/<7 digits>.jpg, train_test_split/{train_list,test_list_*}.txt, attribute/."""
     _require_positive(n_train_ids=n_train_ids, images_per_id=images_per_id)
-    if len(test_sizes) != 3 or min(test_sizes) < 1:
-        raise SynthConfigError(
-            f"test_sizes must be three positive id counts (small, medium, large), got {test_sizes}"
-        )
+    _require_test_sizes(test_sizes)
     world = SynthWorld(seed, n_cameras=n_cameras)
     rng = np.random.default_rng(dataset_seed(seed, "vehicleid"))
     n_test = max(test_sizes)
@@ -224,10 +229,7 @@ def write_veriwild(
         raise SynthConfigError(
             f"images_per_id must be at least 2 (query + gallery), got {images_per_id}"
         )
-    if len(test_sizes) != 3 or min(test_sizes) < 1:
-        raise SynthConfigError(
-            f"test_sizes must be three positive id counts (small, medium, large), got {test_sizes}"
-        )
+    _require_test_sizes(test_sizes)
     world = SynthWorld(seed, n_cameras=n_cameras)
     rng = np.random.default_rng(dataset_seed(seed, "veriwild"))
     identities = world.sample_identities(n_train_ids + max(test_sizes), rng)
