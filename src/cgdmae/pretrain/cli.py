@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cgdmae.pretrain.engine import EXIT_PREEMPTED, Preempted
 from cgdmae.pretrain.run import run_pretraining
-from cgdmae.workflow import rule_logging
+from cgdmae.workflow import AttemptLog, attempt_log, logging_to
 
 log = logging.getLogger(__name__)
 
@@ -108,25 +108,51 @@ def launch_command(argv: list[str], gpus: int, nodes: int = 1) -> list[str]:
     return multinode_command(argv, nodes, gpus, job_id, socket.gethostname())
 
 
+def remove_stale_temp_files(out: str | Path) -> list[Path]:
+    """Delete the temp files (``.<name>.*.tmp``) a killed job left in its output folder.
+
+    Files are written to a temp file and renamed (``atomic_write``): one a job was killed
+    while writing is never read, but would sit in a DVC-tracked folder. Called once per job,
+    before any rank starts, so no writer of this job can own one.
+    """
+    out = Path(out)
+    stale = sorted(out.glob(".*.tmp")) if out.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed %s, left by an earlier attempt", path)
+    return stale
+
+
 def launch(argv: list[str], gpus: int, log_path: str | Path, nodes: int = 1) -> int:
     """Run :func:`main` here (one process) or under torchrun (``gpus > 1`` or ``nodes > 1``),
-    logging to ``log_path``.
+    logging to ``log_path``, below the earlier attempts' logs when this is a retry
+    (``cgdmae.workflow.AttemptLog``).
 
     Under torchrun a SIGTERM sent to this process is passed on, so the ranks checkpoint.
     """
-    if gpus <= 1 and nodes == 1:
-        with rule_logging(log_path):
-            return main(argv)
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as stream:
-        proc = subprocess.Popen(
-            launch_command(argv, gpus, nodes), stdout=stream, stderr=subprocess.STDOUT
-        )
-        previous = signal.signal(signal.SIGTERM, lambda signum, _: proc.send_signal(signum))
-        try:
-            return proc.wait()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    out = parser().parse_args(argv).out
+    with attempt_log(log_path) as stream, logging_to(stream):
+        remove_stale_temp_files(out)
+        if gpus <= 1 and nodes == 1:
+            code = main(argv)
+        else:
+            code = _run_logged(launch_command(argv, gpus, nodes), stream)
+        if code != 0:
+            stream.mark_failed()
+        return code
+
+
+def _run_logged(command: list[str], stream: AttemptLog) -> int:
+    """Run ``command`` with its output copied line by line to ``stream``; SIGTERM passed on."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: proc.send_signal(signum))
+    try:
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, b""):
+            stream.write(line.decode(errors="replace"))
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
