@@ -68,9 +68,11 @@ paper: $(STAMP)
 
 ## Fetch the artifacts from the DVC remote, then mark them up to date for Snakemake, so that
 ## nothing already pulled (pre-training, fine-tuning) is run again. DVC_REMOTE=<url> points
-## the default remote elsewhere for this clone only (.dvc/config.local).
+## the default remote elsewhere for this clone only (.dvc/config.local). A remote that cannot
+## be read stops it first, with one line naming the remote's URL (python -m cgdmae.dvc_remote).
 pull: $(STAMP)
 	test -z "$(DVC_REMOTE)" || $(BIN)/dvc remote modify --local local url "$(DVC_REMOTE)"
+	@$(BIN)/python -m cgdmae.dvc_remote
 	$(BIN)/dvc pull
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIGFILE) --touch all
 

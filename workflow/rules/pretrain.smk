@@ -39,6 +39,7 @@ rule loss_curves:
         expand("results/pretrain/{run}/log.csv", run=config["runs"]),
     output:
         pdf="results/figures/pretrain_loss.pdf",
+        csv="results/figures/pretrain_loss.csv",
         png=report(
             "results/figures/pretrain_loss.png",
             caption="../report/pretrain_loss.rst",

@@ -6,6 +6,7 @@ rule table_main:
         metrics_of([(run, run) for run in config["runs"]], configured_tasks()),
     output:
         tex="results/tables/main.tex",
+        json="results/metrics/main.json",
         md=report(
             "results/tables/main.md",
             caption="../report/table_main.rst",
@@ -32,6 +33,7 @@ rule table_ablation:
         ),
     output:
         tex="results/tables/ablation_{name}.tex",
+        json="results/metrics/ablation_{name}.json",
         md=report(
             "results/tables/ablation_{name}.md",
             caption="../report/table_ablation.rst",
@@ -89,6 +91,7 @@ rule figure_cmc:
         metrics_of([(run, run) for run in config["runs"]], cmc_tasks()),
     output:
         pdf="results/figures/cmc.pdf",
+        csv="results/figures/cmc.csv",
         png=report(
             "results/figures/cmc.png",
             caption="../report/figure_cmc.rst",

@@ -1,7 +1,7 @@
 """One results table (LaTeX + Markdown) from the metrics.json files it depends on."""
 
 from cgdmae.report.provenance import provenance
-from cgdmae.report.tables import build_table, load_records, write_table
+from cgdmae.report.tables import build_table, load_records, write_metrics, write_table
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
@@ -16,3 +16,5 @@ with rule_logging(snakemake.log[0]) as log:
     records_flat = [r for rs in records.values() for r in rs]
     table.provenance = provenance(snakemake.config, snakemake.params.config_files, records_flat)
     log.info("wrote %s", write_table(table, snakemake.output.tex.removesuffix(".tex")))
+    if snakemake.output.get("json"):  # the numbers, for dvc metrics show / diff
+        log.info("wrote %s", write_metrics(table, snakemake.output.json))

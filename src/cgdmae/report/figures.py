@@ -35,12 +35,19 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
     return written
 
 
-def loss_curves(logs: Mapping[str, str | Path]):
-    """One panel per run, one line per loss term, from each run's log.csv.
+def save_data(frame: pd.DataFrame, path: str | Path) -> Path:
+    """A figure's data as CSV (what ``dvc plots`` draws), written to a temp file and renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, path)
+    return path
 
-    Per run, because the methods' losses live on different scales (DINO's cross-entropy is
-    near log K, MAE's normalised-pixel MSE below 1): a shared panel would flatten all but one.
-    """
+
+def loss_frame(logs: Mapping[str, str | Path]) -> pd.DataFrame:
+    """Each run's loss terms per epoch, long: run, epoch, term, value (runs with an empty
+    log.csv, like scratch, have none)."""
     frames = []
     for run, path in logs.items():
         frame = pd.read_csv(path)
@@ -49,8 +56,19 @@ def loss_curves(logs: Mapping[str, str | Path]):
         terms = [t for t in LOSS_TERMS if t in frame]
         long = frame.melt(id_vars=["epoch"], value_vars=terms, var_name="term", value_name="value")
         frames.append(long.assign(run=run))
+    if not frames:
+        return pd.DataFrame(columns=["run", "epoch", "term", "value"])
+    return pd.concat(frames, ignore_index=True)[["run", "epoch", "term", "value"]]
+
+
+def loss_curves(logs: Mapping[str, str | Path]):
+    """One panel per run, one line per loss term, from each run's log.csv.
+
+    Per run, because the methods' losses live on different scales (DINO's cross-entropy is
+    near log K, MAE's normalised-pixel MSE below 1): a shared panel would flatten all but one.
+    """
+    data = loss_frame(logs)
     sns.set_theme(context="paper", style="whitegrid")
-    data = pd.concat(frames, ignore_index=True)
     terms = [t for t in LOSS_TERMS if t in set(data.term)]
     runs = list(dict.fromkeys(data.run))
     grid = sns.relplot(

@@ -155,6 +155,34 @@ def write_table(table: Table, stem: str | Path) -> list[Path]:
     return written
 
 
+def table_metrics(table: Table) -> dict[str, dict[str, float]]:
+    """The table's numbers as DVC metrics: row label -> column label -> mean over seeds (%).
+
+    Empty cells are left out; a cell over several seeds also gives ``<column> std``. This is
+    the JSON ``dvc metrics show`` prints and ``dvc metrics diff`` compares across commits.
+    """
+    metrics: dict[str, dict[str, float]] = {}
+    for label, values in table.rows:
+        row = metrics.setdefault(label, {})
+        for column, samples in zip(table.columns, values, strict=True):
+            if not samples:
+                continue
+            row[column.label] = round(float(np.mean(samples)), 4)
+            if len(samples) > 1:
+                row[f"{column.label} std"] = round(float(np.std(samples, ddof=1)), 4)
+    return metrics
+
+
+def write_metrics(table: Table, path: str | Path) -> Path:
+    """``table_metrics`` as JSON at ``path``, written to a temp file and renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(table_metrics(table), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def ablation_frame(table: Table) -> Any:
     """Long format for the ablation plot: one row per (axis value, metric column, seed)."""
     import pandas as pd
