@@ -160,6 +160,14 @@ rule report:
         "../envs/cgdmae.yaml"
     resources:
         **job_resources(0),
+    params:
+        # what the report shows: this config's runs, subsets, ablations and fine-tuning jobs
+        contents={
+            "runs": all_runs(config),
+            "curation": list(config["curation"]["subsets"]),
+            "ablations": list(config["ablations"]),
+            "finetune": [list(job) for job in finetune_jobs(all_runs(config))],
+        },
     script:
         "../scripts/report.py"
 

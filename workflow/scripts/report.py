@@ -6,4 +6,9 @@ from cgdmae.report.notebook import render_report
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]):
-    render_report(snakemake.input.notebook, snakemake.output[0], root=Path.cwd())
+    render_report(
+        snakemake.input.notebook,
+        snakemake.output[0],
+        root=Path.cwd(),
+        contents=snakemake.params.get("contents"),
+    )
