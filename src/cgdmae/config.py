@@ -221,6 +221,61 @@ def check_paths(config: Mapping[str, Any], produced: str = "results/") -> None:
             )
 
 
+def _read_dataset(fmt: str, root: Path) -> None:
+    """Read the layout of one dataset with its reader: every list, split and label file, and
+    the existence of each listed image; images are not decoded."""
+    from cgdmae.data import readers
+
+    def sizes(folder: Path, pattern: str) -> list[int]:
+        found = folder.glob(pattern) if folder.is_dir() else []
+        return sorted(int(p.stem.split("_")[-1]) for p in found if p.stem.split("_")[-1].isdigit())
+
+    if fmt == "veri776":
+        readers.read_veri776(root)
+    elif fmt == "vehicleid":
+        for size in sizes(root / "train_test_split", "test_list_*.txt") or [800]:
+            readers.read_vehicleid(root, size)
+    elif fmt == "veriwild":
+        lists = root / "train_test_split"
+        for size in sizes(lists, "test_*.txt") or [3000]:
+            readers.read_veriwild(root, size)
+    elif fmt == "market1501":
+        readers.read_market1501(root)
+    elif fmt == "image_folder":
+        for split in ("train", "test"):
+            readers.read_image_folder(root, split)
+    elif fmt == "classification_csv":
+        readers.read_classification_csv(root)
+    elif fmt == "segmentation":
+        for split in ("train", "val"):
+            readers.read_segmentation(root, split)
+    elif fmt == "pool":
+        readers.read_pool(root)
+
+
+def check_datasets(config: Mapping[str, Any], produced: str = "results/") -> None:
+    """Each configured dataset's reader checks its layout before any job is submitted: a
+    missing list, split or label file, a malformed line, a listed image that is not there.
+
+    Datasets a rule writes (under ``produced``, the synthetic ones) do not exist yet and are
+    skipped. The error names the config key and the file, like ``check_paths``'. Images are
+    not decoded here: that costs a full read of the data.
+    """
+    from cgdmae.data.errors import DatasetFormatError
+
+    for name, spec in config.get("datasets", {}).items():
+        path = str(spec["path"])
+        if path.startswith(produced):
+            continue
+        try:
+            _read_dataset(spec["format"], Path(path))
+        except DatasetFormatError as exc:
+            raise ConfigError(
+                f"config key 'datasets.{name}.path': {exc} (format {spec['format']}, "
+                "config/README.md)"
+            ) from None
+
+
 def load_config(path: str | Path, schema_path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it, naming the file in errors."""
     path = Path(path)

@@ -11,6 +11,7 @@ from cgdmae.config import (
     ablation_runs,
     all_runs,
     apply_limits,
+    check_datasets,
     check_paths,
     run_spec,
     task_entry,
@@ -26,6 +27,8 @@ try:
         config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
     )
     check_paths(config)
+    if workflow.is_main_process:  # jobs parse this file again: check the data once
+        check_datasets(config)
 except ConfigError as error:  # one line naming the key, not a traceback of this file
     sys.exit(
         f"{' '.join(map(provenance_path, workflow.overwrite_configfiles)) or 'config/config.yaml'}: {error}"
