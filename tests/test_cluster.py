@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_dataset_check import real_format_tree
 from test_workflow_data import ROOT, SNAKEMAKE
 
 from cgdmae.cluster import slurm_resources
@@ -25,11 +26,11 @@ CLUSTER = {"cpus_per_gpu": 12, "mem_mb_per_gpu": 64000, "cpus": 4, "mem_mb": 160
 
 
 def paper_with_local_paths(workdir: Path) -> Path:
-    """config/paper.yaml with every dataset and the CLIP file pointed at empty stand-ins."""
+    """config/paper.yaml with every dataset pointed at a tiny stand-in in its format (the
+    layouts are checked before any job) and the CLIP file at an empty one."""
     config = yaml.safe_load(PAPER.read_text())
     for name, spec in config["datasets"].items():
-        (workdir / "data" / name).mkdir(parents=True, exist_ok=True)
-        spec["path"] = str(workdir / "data" / name)
+        spec["path"] = str(real_format_tree(spec["format"], workdir / "data" / name))
     (workdir / "clip.pt").write_bytes(b"")
     config["teachers"]["clip_l14"]["pretrained"] = str(workdir / "clip.pt")
     path = workdir / "paper.yaml"

@@ -7,12 +7,47 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_readers import jpg, truncate, veri_tree
+from test_readers import jpg, seg_tree, truncate, vehicleid_tree, veri_tree, veriwild_tree, write
 
 from cgdmae.config import ConfigError, check_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def real_format_tree(fmt: str, root: Path) -> Path:
+    """A tiny dataset in ``fmt``'s on-disk layout, which passes ``check_datasets``."""
+    if fmt == "veri776":
+        return veri_tree(root)
+    if fmt == "vehicleid":
+        return vehicleid_tree(root)
+    if fmt == "veriwild":
+        return veriwild_tree(root)
+    if fmt == "segmentation":
+        return seg_tree(root)
+    if fmt == "image_folder":
+        for split in ("train", "test"):
+            for name in ("sedan", "suv"):
+                jpg(root / split / name / "1.jpg")
+        return root
+    if fmt == "pool":
+        jpg(root / "images" / "000001.jpg")
+        write(root / "captions.csv", "image,caption\nimages/000001.jpg,a red sedan\n")
+        return root
+    raise ValueError(fmt)
+
+
+@pytest.mark.parametrize(
+    "fmt", ["veri776", "vehicleid", "veriwild", "segmentation", "image_folder", "pool"]
+)
+def test_each_format_is_checked(tmp_path, fmt):
+    root = real_format_tree(fmt, tmp_path / fmt)
+    config = {"datasets": {"d": {"format": fmt, "path": str(root)}}}
+    check_datasets(config)
+    (tmp_path / "empty").mkdir()
+    config["datasets"]["d"]["path"] = str(tmp_path / "empty")
+    with pytest.raises(ConfigError, match=f"config key 'datasets.d.path': {tmp_path}/empty"):
+        check_datasets(config)
 
 
 def config_with(veri: Path) -> dict:
