@@ -246,3 +246,72 @@ def normalize_back(image: torch.Tensor) -> torch.Tensor:
     back = denormalize(image.unsqueeze(0)).clamp(0, 1)
     assert torch.allclose(normalize(back[0]), image, atol=1e-5)
     return back
+
+
+def test_text_anchors_file_is_the_teachers_and_spares_loading_it(trained, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import yaml
+
+    from cgdmae.config import run_spec, validate_config
+    from cgdmae.pretrain import teacher as teacher_module
+    from cgdmae.pretrain.run import build_cgd_mae, build_model
+    from cgdmae.pretrain.teacher import attribute_prompts, load_text_anchors, save_text_anchors
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "tests/configs/tiny.yaml").read_text())
+    validate_config(config, root / "workflow/schemas/config.schema.yaml")
+    spec = run_spec(config, "cgd_mae")
+    templates = spec["distill"]["templates"]
+    path = tmp_path / "anchors.pt"
+    assert save_text_anchors(trained[0], templates, path) == len(attribute_prompts(templates))
+    with torch.no_grad():
+        expected = load_teacher(trained[0]).encode_text(attribute_prompts(templates)).float()
+    assert torch.equal(load_text_anchors(path, templates), expected)
+    with pytest.raises(ValueError, match=r"anchors\.pt holds the text anchors of the templates"):
+        load_text_anchors(path, ["a {color} car"])
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(teacher_module, "load_teacher", no_teacher)
+    method = build_cgd_mae(build_model(spec), spec, trained[0], path)  # cached targets
+    assert method.teacher is None
+    assert torch.equal(method.text_embeds, torch.nn.functional.normalize(expected, dim=-1))
+
+
+def test_random_weights_file_loads_as_a_pretrained_teacher(tmp_path):
+    """The rehearsal's stand-in for OpenAI's weights: a local file of a random open_clip model,
+    in float16, read through the `pretrained: <file>` path."""
+    from cgdmae.pretrain.teacher import save_random_weights
+
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 16,
+            "layers": 1,
+            "width": 32,
+            "head_width": 32,
+            "patch_size": 8,
+        },
+        "text_cfg": {"context_length": 12, "width": 32, "heads": 2, "layers": 1},
+    }
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "cgdmae-random-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "configs")
+    weights = tmp_path / "random.pt"
+    n = save_random_weights("cgdmae-random-clip", weights, seed=3)
+    state = torch.load(weights, weights_only=True)
+    assert n == sum(
+        v.numel() for k, v in state.items() if v.is_floating_point() and "attn_mask" not in k
+    )
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    describe_pretrained("cgdmae-random-clip", str(weights), tmp_path / "model")
+    teacher = load_teacher(tmp_path / "model")
+    assert teacher.embed_dim == 16 and teacher.encode_image(torch.rand(1, 3, 16, 16)).shape == (
+        1,
+        16,
+    )
+    again = tmp_path / "again.pt"
+    save_random_weights("cgdmae-random-clip", again, seed=3)
+    assert all(torch.equal(state[k], v) for k, v in torch.load(again, weights_only=True).items())

@@ -198,3 +198,25 @@ def test_dvc_pull_rebuilds_without_training(built, tmp_path):
     # an out-of-date DAG is not pushed: its dvc.lock would record stale artifacts
     stale = subprocess.run([*make, "push"], cwd=fresh, env=env, capture_output=True, text=True)
     assert stale.returncode != 0 and "results/ is out of date" in stale.stderr, stale.stderr
+    # the tables' numbers are DVC metrics, and a commit's can be compared with another's
+    dvc = [str(bin_dir / "dvc")]
+    shown = json.loads(run([*dvc, "metrics", "show", "--json"], origin, env=env).stdout)
+    shown = shown[""]["data"]
+    main = json.loads((origin / "results/metrics/main.json").read_text())
+    assert set(main) == set(RUNS) and main["mae"]["VeRi-776 mAP"] >= 0
+    assert shown["results/metrics/main.json"]["data"] == main
+    for name in ("data_scale", "mask", "lambda"):
+        assert f"results/metrics/ablation_{name}.json" in shown
+    plots = json.loads(run([*dvc, "plots", "show", "--json"], origin, env=env).stdout)["data"]
+    loss = plots["results/figures/pretrain_loss.csv"][0]["content"]["data"]["values"]
+    assert {point["run"] for point in loss} == set(RUNS) - {"scratch"}
+    assert plots["results/figures/cmc.csv"][0]["content"]["data"]["values"]
+    main["mae"]["VeRi-776 mAP"] += 1.5  # a second commit whose mAP differs
+    (origin / "results/metrics/main.json").write_text(json.dumps(main))
+    run([*dvc, "commit", "--force", "report"], origin, env=env)
+    run([*git, "commit", "-qm", "a better mae", "dvc.lock"], origin)
+    diff = run([*dvc, "metrics", "diff", "HEAD~1", "HEAD", "--json"], origin, env=env)
+    changed = json.loads(diff.stdout)
+    assert list(changed) == ["results/metrics/main.json"], changed
+    assert list(changed["results/metrics/main.json"]) == ["mae.VeRi-776 mAP"]
+    assert changed["results/metrics/main.json"]["mae.VeRi-776 mAP"]["diff"] == pytest.approx(1.5)

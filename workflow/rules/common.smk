@@ -1,5 +1,7 @@
 """Config validation (before any job runs) and the helpers the other rule files share."""
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -68,6 +70,22 @@ def image_source(name):
     return dataset_root(name)
 
 
+def text_anchors_key(templates):
+    """A short name for a list of KL templates: the teacher_text file every run with these
+    templates shares."""
+    return hashlib.sha256(json.dumps(list(templates)).encode()).hexdigest()[:12]
+
+
+def anchor_templates():
+    """The templates of every cgd_mae run, by key."""
+    specs = [run_spec(config, run) for run in all_runs(config)]
+    return {
+        text_anchors_key(s["distill"]["templates"]): s["distill"]["templates"]
+        for s in specs
+        if s["method"] == "cgd_mae"
+    }
+
+
 def pretrain_inputs(wildcards):
     """Images; for cgd_mae the CLIP teacher (and its cached targets when configured); for a
     distilled mae_lite the teacher run's checkpoint, so the teacher run is trained first.
@@ -80,6 +98,8 @@ def pretrain_inputs(wildcards):
     if spec["method"] == "cgd_mae":
         teacher = spec["distill"]["teacher"]
         inputs["teacher"] = f"results/teacher/{teacher}/model"
+        key = text_anchors_key(spec["distill"]["templates"])
+        inputs["text_anchors"] = f"results/teacher/{teacher}/text/{key}.pt"
         if spec["distill"]["targets"] == "cached":
             inputs["targets"] = (
                 f"results/teacher/{teacher}/targets/{spec['dataset']}.pt"

@@ -56,3 +56,22 @@ rule random_clip_weights:
         seed=config["seed"],
     script:
         "../scripts/random_clip_weights.py"
+
+
+rule teacher_text:
+    input:
+        teacher="results/teacher/{teacher}/model",
+    output:
+        "results/teacher/{teacher}/text/{key}.pt",
+    log:
+        "logs/teacher/{teacher}_text_{key}.log",
+    conda:
+        "../envs/cgdmae.yaml"
+    threads: 2
+    resources:
+        **resources_by(teacher_resources),
+        runtime=30,
+    params:
+        templates=lambda wildcards: anchor_templates()[wildcards.key],
+    script:
+        "../scripts/teacher_text.py"

@@ -17,5 +17,6 @@ argv = [
     f"--teacher={snakemake.input.get('teacher', '')}",
     f"--targets={snakemake.input.get('targets', '')}",
     f"--teacher-checkpoint={snakemake.input.get('teacher_checkpoint', '')}",
+    f"--text-anchors={snakemake.input.get('text_anchors', '')}",
 ]
 sys.exit(launch(argv, spec["gpus"], snakemake.log[0], nodes=spec.get("nodes", 1)))

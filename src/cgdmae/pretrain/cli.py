@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default="", help="cgd_mae: the CLIP teacher directory")
     p.add_argument("--targets", default="", help="cgd_mae: cached teacher targets")
     p.add_argument("--teacher-checkpoint", default="", help="MAE-Lite: the teacher's checkpoint")
+    p.add_argument("--text-anchors", default="", help="cgd_mae: the teacher's cached KL anchors")
     return p
 
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             teacher_dir=args.teacher or None,
             targets=args.targets or None,
             teacher_checkpoint=args.teacher_checkpoint or None,
+            text_anchors=args.text_anchors or None,
         )
     except Preempted as exc:
         log.warning("%s: %s", args.name, exc)

@@ -61,11 +61,12 @@ def build_method(
     spec: dict[str, Any],
     teacher_dir: str | Path | None = None,
     teacher_checkpoint: str | Path | None = None,
+    text_anchors: str | Path | None = None,
 ) -> PretrainMethod:
     """The method of ``spec['method']`` around a freshly initialised MAE.
 
-    ``teacher_dir`` is cgd_mae's CLIP teacher; ``teacher_checkpoint`` is MAE-Lite's frozen MAE
-    (another run's ``checkpoint.pth``).
+    ``teacher_dir`` is cgd_mae's CLIP teacher and ``text_anchors`` its cached KL anchors;
+    ``teacher_checkpoint`` is MAE-Lite's frozen MAE (another run's ``checkpoint.pth``).
     """
     model = build_model(spec)
     method, mask_ratio = spec["method"], spec["mask_ratio"]
@@ -111,21 +112,29 @@ def build_method(
                 )
             teacher = load_mae_teacher(teacher_checkpoint)
         return cls(model, teacher, mask_ratio=mask_ratio, distill_weight=cfg["distill_weight"])
-    return build_cgd_mae(model, spec, teacher_dir)
+    return build_cgd_mae(model, spec, teacher_dir, text_anchors)
 
 
-def build_cgd_mae(model, spec: dict[str, Any], teacher_dir: str | Path | None) -> PretrainMethod:
-    from cgdmae.pretrain.teacher import attribute_prompts, load_teacher
+def build_cgd_mae(
+    model, spec: dict[str, Any], teacher_dir: str | Path | None, text_anchors: str | Path | None
+) -> PretrainMethod:
+    """CGD-MAE around ``model``. The KL anchors come from ``text_anchors`` (the teacher_text
+    rule's file) when given; the teacher itself is loaded only for online targets."""
+    from cgdmae.pretrain.teacher import attribute_prompts, load_teacher, load_text_anchors
 
     distill = spec["distill"]
-    if teacher_dir is None:
-        raise ValueError("cgd_mae needs a teacher directory")
-    teacher = load_teacher(teacher_dir)
-    text = teacher.encode_text(attribute_prompts(distill["templates"]))
+    online = distill["targets"] == "online"
+    if teacher_dir is None and (online or text_anchors is None):
+        raise ValueError("cgd_mae needs a teacher directory (online targets or no text anchors)")
+    teacher = load_teacher(teacher_dir) if online or text_anchors is None else None
+    if text_anchors is not None:
+        text = load_text_anchors(text_anchors, distill["templates"])
+    else:
+        text = teacher.encode_text(attribute_prompts(distill["templates"]))
     return method_class("cgd_mae")(
         model,
         text,
-        teacher if distill["targets"] == "online" else None,
+        teacher if online else None,
         mask_ratio=spec["mask_ratio"],
         lam=distill["lambda"],
         w_sim=distill["w_sim"],
@@ -242,12 +251,13 @@ def run_pretraining(
     teacher_dir: str | Path | None = None,
     targets: str | Path | None = None,
     teacher_checkpoint: str | Path | None = None,
+    text_anchors: str | Path | None = None,
 ) -> TrainResult:
     out_dir = Path(out_dir)
     work = out_dir / "work"
     set_aside_if_stale(work / CHECKPOINT, spec)
     seed_everything(seed)
-    method = build_method(spec, teacher_dir, teacher_checkpoint)
+    method = build_method(spec, teacher_dir, teacher_checkpoint, text_anchors)
     dataset = build_dataset(spec, images, seed, targets)
     log.info("%s", dataset.crop_summary(train_config(spec, seed).epochs))
     result = train(method, dataset, train_config(spec, seed), work, config_snapshot=spec)

@@ -307,6 +307,31 @@ def attribute_prompts(templates: Sequence[str]) -> list[str]:
     ]
 
 
+def save_text_anchors(teacher_dir: str | Path, templates: Sequence[str], path: str | Path) -> int:
+    """Embed the KL anchors (every template × colour × type) once, for every run that uses
+    them: a pre-training job with cached targets then never loads the CLIP teacher (a ViT-L/14
+    is 1.7 GB per rank and takes longer to load than a step). Returns the anchor count."""
+    from cgdmae.pretrain.checkpoint import atomic_write
+
+    prompts = attribute_prompts(templates)
+    with torch.no_grad():
+        embeddings = load_teacher(teacher_dir).encode_text(prompts).float()
+    record = {"templates": list(templates), "prompts": prompts, "embeddings": embeddings}
+    atomic_write(path, lambda f: torch.save(record, f))
+    return len(prompts)
+
+
+def load_text_anchors(path: str | Path, templates: Sequence[str]) -> torch.Tensor:
+    """The anchors :func:`save_text_anchors` wrote, checked against the run's templates."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["templates"] != list(templates):
+        raise ValueError(
+            f"{path} holds the text anchors of the templates {saved['templates']}, but the run's "
+            f"distill.templates are {list(templates)}"
+        )
+    return saved["embeddings"]
+
+
 def _class_embeddings(teacher: Teacher, attribute: str) -> torch.Tensor:
     """Prompt ensemble per class: the caption style, averaged over the other attribute and views."""
     rows = []
