@@ -43,7 +43,7 @@ rehearsal: $(STAMP)
 	start=$$(date +%s); \
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake all --profile profiles/slurm \
 		--configfile $(REHEARSAL_CONFIGS) --snakefile $(abspath Snakefile) \
-		--directory $(REHEARSAL_DIR) --group-components "finetune_{run}=2" \
+		--directory $(REHEARSAL_DIR) \
 		--slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
 		--latency-wait 10 --verbose $(REHEARSAL_FLAGS) 2> $(REHEARSAL_DIR)/snakemake.log \
 		|| { tail -n 80 $(REHEARSAL_DIR)/snakemake.log >&2; exit 1; }; \

@@ -95,8 +95,9 @@ def test_paper_jobs_ask_slurm_for_what_they_use(tmp_path):
     pretrain = jobs["pretrain"]  # person_mae: 8 GPUs on one node, 12 CPUs and 64 GB each
     assert (pretrain.gpus, pretrain.nodes, pretrain.cpus, pretrain.mem_mb) == (8, 1, 96, 512000)
     assert pretrain.minutes == 4320
-    finetune = jobs["finetune_mae_finetune"]  # two fine-tunings of one run, one Slurm job
-    assert (finetune.gpus, finetune.cpus, finetune.mem_mb, finetune.nodes) == (2, 24, 128000, None)
+    finetune = jobs["finetune"]  # two fine-tunings of one run: one array, a GPU each
+    assert (finetune.tasks, finetune.gpus, finetune.cpus, finetune.nodes) == (2, 1, 12, None)
+    assert finetune.mem_mb >= 64000 and "--array=1-2" in finetune.line
     for gpu_rule in ("teacher_targets", "curation_subset"):  # ViT-L/14 and torch k-means
         assert (jobs[gpu_rule].gpus, jobs[gpu_rule].cpus) == (1, 12), jobs[gpu_rule]
     assert (jobs["contact_sheet"].gpus, jobs["contact_sheet"].cpus) == (0, 1)

@@ -23,9 +23,11 @@ GPU_RULES = ("pretrain", "finetune", "curation_embed", "curation_subset", "teach
 
 @dataclass(frozen=True)
 class Submission:
-    """One sbatch call: the rule (or group) and what it asked for."""
+    """One sbatch call: the rule (or group) and what each of its jobs asked for; an array
+    submission stands for ``tasks`` jobs."""
 
     rule: str
+    tasks: int
     gpus: int
     cpus: int
     mem_mb: int
@@ -53,8 +55,10 @@ def parse_sbatch(line: str) -> Submission:
     gpus = int(flags.get("--gpus", "0").rsplit(":", 1)[-1])
     if "--gpus-per-node" in flags:
         gpus = int(flags["--gpus-per-node"]) * int(flags.get("--nodes", 1))
+    first, _, last = flags.get("--array", "0").partition("-")
     return Submission(
         rule=rule,
+        tasks=int(last or first) - int(first) + 1,
         gpus=gpus,
         cpus=int(flags.get("--cpus-per-task", 1)),
         mem_mb=int(flags.get("--mem", 0)),
@@ -65,8 +69,8 @@ def parse_sbatch(line: str) -> Submission:
 
 
 def rule_of(submission: Submission) -> str:
-    """The rule a submission runs: group jobs ``finetune_<run>`` count as ``finetune``."""
-    return "finetune" if submission.rule.startswith("finetune") else submission.rule
+    """The rule a submission runs (a group job is named after its group)."""
+    return submission.rule
 
 
 def check(submissions: list[Submission], cpus_per_gpu: int, mem_mb_per_gpu: int) -> list[str]:
@@ -78,9 +82,9 @@ def check(submissions: list[Submission], cpus_per_gpu: int, mem_mb_per_gpu: int)
             problems.append(f"{rule} asked for no GPU: {s.line}")
         if rule not in GPU_RULES and s.gpus:
             problems.append(f"{rule} (a CPU rule) asked for {s.gpus} GPU(s): {s.line}")
-        if s.gpus and s.cpus != s.gpus * cpus_per_gpu and rule != "finetune":
+        if s.gpus and s.cpus != s.gpus * cpus_per_gpu:
             problems.append(f"{rule}: {s.cpus} CPUs for {s.gpus} GPU(s), not {cpus_per_gpu} each")
-        if s.gpus and rule != "finetune" and s.mem_mb < s.gpus * mem_mb_per_gpu:
+        if s.gpus and s.mem_mb < s.gpus * mem_mb_per_gpu:
             problems.append(f"{rule}: {s.mem_mb} MB for {s.gpus} GPU(s)")
         if s.gpus > 1 and rule == "pretrain" and s.nodes != 1:
             problems.append(f"pretrain on {s.gpus} GPUs is not held to one node: {s.line}")
@@ -95,8 +99,8 @@ def summary(submissions: list[Submission]) -> str:
     for s in submissions:
         by_rule[rule_of(s)].append(s)
     rows = [
-        "| rule | Slurm jobs | GPUs per job | CPUs per job | memory per job (GB) | nodes |",
-        "| --- | ---: | --- | --- | --- | --- |",
+        "| rule | jobs | sbatch calls | GPUs per job | CPUs per job | memory per job (GB) | nodes |",
+        "| --- | ---: | ---: | --- | --- | --- | --- |",
     ]
 
     def spread(values: list) -> str:
@@ -106,7 +110,7 @@ def summary(submissions: list[Submission]) -> str:
     for rule in sorted(by_rule, key=lambda r: (-len(by_rule[r]), r)):
         jobs = by_rule[rule]
         rows.append(
-            f"| {rule} | {len(jobs)} | {spread([j.gpus for j in jobs])} | "
+            f"| {rule} | {sum(j.tasks for j in jobs)} | {len(jobs)} | {spread([j.gpus for j in jobs])} | "
             f"{spread([j.cpus for j in jobs])} | {spread([round(j.mem_mb / 1000, 1) for j in jobs])} | "
             f"{spread([j.nodes or 1 for j in jobs])} |"
         )
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     problems += [f"not built: {missing}" for missing in built_outputs(args.workdir, tables)]
     text = summary(submissions)
     if args.seconds is not None:
-        text += f"\n\n{len(submissions)} Slurm jobs, wall time {args.seconds / 60:.1f} min."
+        jobs = sum(s.tasks for s in submissions)
+        text += f"\n\n{jobs} jobs in {len(submissions)} sbatch calls, wall time {args.seconds / 60:.1f} min."
     (args.workdir / "rehearsal.md").write_text(text + "\n")
     print(text)
     for problem in problems:

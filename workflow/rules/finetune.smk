@@ -15,8 +15,6 @@ rule finetune:
         "logs/finetune/{run}/{task}/{dataset}.log",
     wildcard_constraints:
         task="|".join(TASKS),
-    group:
-        "finetune_{run}"  # one Slurm job for a run's fine-tunings (profile: group-components)
     conda:
         "../envs/cgdmae.yaml"
     threads: 1  # two jobs share a 2-core laptop better than one job on two threads
