@@ -126,7 +126,8 @@ def build_cgd_mae(
     online = distill["targets"] == "online"
     if teacher_dir is None and (online or text_anchors is None):
         raise ValueError("cgd_mae needs a teacher directory (online targets or no text anchors)")
-    teacher = load_teacher(teacher_dir) if online or text_anchors is None else None
+    # on the CPU: the engine moves the method to this rank's device (not every rank's GPU 0)
+    teacher = load_teacher(teacher_dir, "cpu") if online or text_anchors is None else None
     if text_anchors is not None:
         text = load_text_anchors(text_anchors, distill["templates"])
     else:

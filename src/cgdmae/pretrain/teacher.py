@@ -220,9 +220,13 @@ def _pretrained_teacher(name: str, pretrained: str, config_key: str) -> Teacher:
 
 
 def load_teacher(
-    model_dir: str | Path, device: str | torch.device = "cpu", config_key: str = "pretrained"
+    model_dir: str | Path, device: str | torch.device = "auto", config_key: str = "pretrained"
 ) -> Teacher:
-    """The teacher described by ``model_dir/teacher.json`` (trained here or pretrained)."""
+    """The teacher described by ``model_dir/teacher.json`` (trained here or pretrained), on
+    ``device``: ``auto`` is the GPU when there is one (the teacher-target and text jobs ask
+    Slurm for one), else the CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model_dir = Path(model_dir)
     try:
         descriptor = json.loads((model_dir / DESCRIPTOR).read_text())
