@@ -339,3 +339,17 @@ def test_torch_backend_on_the_gpu():
         nearest, _ = nearest_centroid(torch.from_numpy(h.centroids[0]), points)
         counts.append(int((labels[nearest.numpy()] == 0).sum()))
     assert counts[1] <= counts[0] / 2
+
+
+def test_figure_and_table_files_keep_a_fractional_subset_name(tmp_path):
+    """`curation_curated_0.25` is a stem, not a name with the suffix `.25`."""
+    import matplotlib.pyplot as plt
+
+    from cgdmae.report.figures import save_figure
+    from cgdmae.report.tables import Table, write_table
+
+    written = save_figure(plt.figure(), tmp_path / "curation_curated_0.25")
+    assert [p.name for p in written] == ["curation_curated_0.25.pdf", "curation_curated_0.25.png"]
+    table = Table(caption="c", row_header="run", columns=[], rows=[])
+    written = write_table(table, tmp_path / "ablation_x.y")
+    assert [p.name for p in written] == ["ablation_x.y.tex", "ablation_x.y.md"]

@@ -26,7 +26,7 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix, metadata in ((".pdf", {"CreationDate": None}), (".png", {"Software": None})):
-        path = stem.with_suffix(suffix)
+        path = stem.with_name(stem.name + suffix)  # not with_suffix: curation_curated_0.25
         tmp = path.with_name(f".{path.name}.tmp{suffix}")
         fig.savefig(tmp, metadata=metadata, dpi=150, bbox_inches="tight")
         os.replace(tmp, path)

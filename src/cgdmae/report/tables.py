@@ -146,7 +146,7 @@ def write_table(table: Table, stem: str | Path) -> list[Path]:
     """``stem``.tex and ``stem``.md, each written to a temp file and renamed."""
     written = []
     for kind in ("tex", "md"):
-        path = Path(stem).with_suffix(f".{kind}")
+        path = Path(stem).with_name(f"{Path(stem).name}.{kind}")  # a name may hold a dot
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(render(table, kind))
