@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # rules that must ask for GPUs in the paper config (a group job is named after its group)
-GPU_RULES = ("pretrain", "finetune", "curation_embed", "curation_subset", "teacher_targets")
+GPU_RULES = (
+    "pretrain",
+    "finetune",
+    "curation_embed",
+    "curation_subset",
+    "teacher_targets",
+    "teacher_text",
+)
 
 
 @dataclass(frozen=True)
