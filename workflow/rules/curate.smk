@@ -39,6 +39,7 @@ rule curation_subset:
     threads: 2
     resources:
         **job_resources(kmeans_gpus(), threads=2),
+        runtime=240,
     params:
         cfg=config["curation"],
         seed=config["seed"],
