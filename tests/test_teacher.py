@@ -181,23 +181,26 @@ def test_cached_tags_are_found_without_network(tmp_path, monkeypatch):
     assert resolve_pretrained("RN50", "openai") == str(url_cache / "RN50.pt")
 
 
-def test_pretrained_teacher_from_a_local_checkpoint(tmp_path):
-    config = {
-        "model_cfg": {
-            "embed_dim": 16,
-            "vision_cfg": {
-                "image_size": 16,
-                "layers": 1,
-                "width": 32,
-                "head_width": 32,
-                "patch_size": 8,
-            },
-            "text_cfg": {"context_length": 12, "width": 32, "heads": 2, "layers": 1},
-        }
+def register_tiny_clip(folder, name: str) -> None:
+    """A tiny open_clip architecture under ``name``, for teachers loaded from local files."""
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 16,
+            "layers": 1,
+            "width": 32,
+            "head_width": 32,
+            "patch_size": 8,
+        },
+        "text_cfg": {"context_length": 12, "width": 32, "heads": 2, "layers": 1},
     }
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "cgdmae-test-clip.json").write_text(json.dumps(config["model_cfg"]))
-    open_clip.add_model_config(tmp_path / "configs")
+    (folder / "configs").mkdir()
+    (folder / "configs" / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder / "configs")
+
+
+def test_pretrained_teacher_from_a_local_checkpoint(tmp_path):
+    register_tiny_clip(tmp_path, "cgdmae-test-clip")
     torch.manual_seed(0)
     reference = open_clip.create_model("cgdmae-test-clip").eval()
     weights = tmp_path / "weights.pt"
@@ -285,20 +288,7 @@ def test_random_weights_file_loads_as_a_pretrained_teacher(tmp_path):
     in float16, read through the `pretrained: <file>` path."""
     from cgdmae.pretrain.teacher import save_random_weights
 
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 16,
-            "layers": 1,
-            "width": 32,
-            "head_width": 32,
-            "patch_size": 8,
-        },
-        "text_cfg": {"context_length": 12, "width": 32, "heads": 2, "layers": 1},
-    }
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "cgdmae-random-clip.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "configs")
+    register_tiny_clip(tmp_path, "cgdmae-random-clip")
     weights = tmp_path / "random.pt"
     n = save_random_weights("cgdmae-random-clip", weights, seed=3)
     state = torch.load(weights, weights_only=True)
