@@ -48,7 +48,7 @@ def test_time_limit_kill_resumes_on_retry(slurm, tmp_path):
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     # each attempt has one minute; on a loaded 2-core machine one covers as few as ~60 of the 800
-    # epochs (seen: 7 attempts reached epoch 431), so the retries leave room for 13 such
+    # epochs (seen: 7 attempts reached epoch 431), so 20 retries leave room for 14 such attempts
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
          "--directory", str(tmp_path), "--profile", str(ROOT / "profiles" / "slurm"),
