@@ -56,9 +56,7 @@ def parse_sbatch(line: str) -> Submission:
     match = re.search(r"/(rule|group)_([^/]+)/", flags.get("--output", ""))
     if not match:
         raise ValueError(f"no rule or group in the sbatch line's --output: {line}")
-    rule = (
-        re.sub(r"_\{?run\}?$", "", match.group(2)) if match.group(1) == "group" else match.group(2)
-    )
+    rule = match.group(2)  # a group job is named after its group
     gpus = int(flags.get("--gpus", "0").rsplit(":", 1)[-1])
     if "--gpus-per-node" in flags:
         gpus = int(flags["--gpus-per-node"]) * int(flags.get("--nodes", 1))
@@ -75,16 +73,11 @@ def parse_sbatch(line: str) -> Submission:
     )
 
 
-def rule_of(submission: Submission) -> str:
-    """The rule a submission runs (a group job is named after its group)."""
-    return submission.rule
-
-
 def check(submissions: list[Submission], cpus_per_gpu: int, mem_mb_per_gpu: int) -> list[str]:
     """What is wrong with the submitted jobs (an empty list when nothing is)."""
     problems = []
     for s in submissions:
-        rule = rule_of(s)
+        rule = s.rule
         if rule in GPU_RULES and s.gpus == 0:
             problems.append(f"{rule} asked for no GPU: {s.line}")
         if rule not in GPU_RULES and s.gpus:
@@ -95,7 +88,7 @@ def check(submissions: list[Submission], cpus_per_gpu: int, mem_mb_per_gpu: int)
             problems.append(f"{rule}: {s.mem_mb} MB for {s.gpus} GPU(s)")
         if s.gpus > 1 and rule == "pretrain" and s.nodes != 1:
             problems.append(f"pretrain on {s.gpus} GPUs is not held to one node: {s.line}")
-    if not any(rule_of(s) == "pretrain" and s.gpus >= 2 for s in submissions):
+    if not any(s.rule == "pretrain" and s.gpus >= 2 for s in submissions):
         problems.append("no pre-training job ran on 2 or more GPUs (DDP not rehearsed)")
     return problems
 
@@ -104,7 +97,7 @@ def summary(submissions: list[Submission]) -> str:
     """Markdown: jobs per rule and what each asked for."""
     by_rule: dict[str, list[Submission]] = defaultdict(list)
     for s in submissions:
-        by_rule[rule_of(s)].append(s)
+        by_rule[s.rule].append(s)
     rows = [
         "| rule | jobs | sbatch calls | GPUs per job | CPUs per job | memory per job (GB) | nodes |",
         "| --- | ---: | ---: | --- | --- | --- | --- |",
