@@ -98,7 +98,9 @@ def ablation_plot(frame: pd.DataFrame, axis: str):
         common["sharey"] = common.pop("facet_kws")["sharey"]
         grid = sns.catplot(x="value", kind="bar", errorbar="sd", **common)
         for ax in grid.axes.flat:
-            ax.tick_params(axis="x", labelrotation=20)
+            ax.tick_params(axis="x", labelrotation=35)
+            for label in ax.get_xticklabels():  # long subset names end under their bar
+                label.set_horizontalalignment("right")
     grid.set_titles("{col_name}")
     grid.set_axis_labels(axis, "score (%)")
     return grid.figure
