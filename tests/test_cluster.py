@@ -39,10 +39,12 @@ def paper_with_local_paths(workdir: Path) -> Path:
 
 
 def fake_slurm(bin_dir: Path, log: Path) -> dict[str, str]:
-    """PATH with an sbatch that records its arguments and refuses, and no other Slurm tool."""
+    """PATH with an sbatch that records its arguments and refuses, an account list holding
+    `lab`, and every other Slurm tool failing, whether or not Slurm is installed here."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "sbatch $*" >> {log}\nexit 1\n')
-    for tool in ("sinfo", "sacctmgr", "sacct", "squeue", "scontrol", "srun"):
+    (bin_dir / "sacctmgr").write_text("#!/bin/sh\necho lab\n")
+    for tool in ("sinfo", "sshare", "sacct", "squeue", "scontrol", "srun"):
         (bin_dir / tool).write_text("#!/bin/sh\nexit 1\n")
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
@@ -72,13 +74,14 @@ def test_paper_jobs_ask_slurm_for_what_they_use(tmp_path):
         "results/curation/curated_0.25/manifest.csv",
         "results/figures/synth_contact_sheet.png",
     ]
-    subprocess.run(
+    proc = subprocess.run(
         [*SNAKEMAKE, *targets, "--directory", str(tmp_path), "--profile", str(ROOT / "profiles/slurm"),
          "--configfile", str(config), "--retries", "0", "--slurm-status-command", "squeue",
          "--slurm-init-seconds-before-status-checks", "1", "--default-resources",
          "slurm_partition=gpu", "slurm_account=lab", "runtime=60", "mem_mb=4000", "cpus_per_task=1"],
         capture_output=True, text=True, env=fake_slurm(tmp_path / "bin", log), timeout=300,
     )  # fmt: skip
+    assert log.exists(), proc.stderr[-4000:]
     lines = log.read_text().splitlines()
     multinode = [line for line in lines if "pretrain_wildcards_mae_2n" in line]
     jobs = {parse_sbatch(line).rule: parse_sbatch(line) for line in lines if line not in multinode}

@@ -488,12 +488,22 @@ def test_step_cap_stops_mid_epoch_and_matches_the_uncapped_run_up_to_there(strai
     capped run's first epoch and its first steps are the uncapped run's."""
     result = train(TinyMethod(), Vectors(), TrainConfig(**CFG, max_steps=6), tmp_path,
                    config_snapshot={"mask_ratio": 0.5})  # fmt: skip
-    assert (result.steps, result.epochs_run) == (6, 2)
+    assert (result.steps, result.epochs_run) == (6, 1)  # one whole epoch and 2 steps of the next
     rows, reference = read_log(tmp_path), read_log(straight)
     assert [r["step"] for r in rows] == ["4", "6"]  # epoch 2 logged over its 2 steps
     assert without_timing(rows)[0] == without_timing(reference)[0]
     saved = load_checkpoint(tmp_path / "checkpoint.pth")
-    assert (saved["step"], saved["epoch"]) == (6, 2) and (tmp_path / "encoder.pth").is_file()
+    assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (6, 1, 4) and (
+        tmp_path / "encoder.pth"
+    ).is_file()
     again = train(TinyMethod(), Vectors(), TrainConfig(**CFG, max_steps=6), tmp_path,
                   config_snapshot={"mask_ratio": 0.5})  # fmt: skip
     assert again.steps == 6 and len(read_log(tmp_path)) == 2  # a rerun trains no further
+    # lifting the cap resumes the same run (a cap decides where it stops, not what it trains)
+    train(
+        TinyMethod(), Vectors(), TrainConfig(**CFG), tmp_path, config_snapshot={"mask_ratio": 0.5}
+    )
+    resumed, reference_state = (load_checkpoint(d / "checkpoint.pth") for d in (tmp_path, straight))
+    assert resumed["step"] == reference_state["step"] == 16
+    for k, v in reference_state["model"].items():
+        assert torch.equal(resumed["model"][k], v), k

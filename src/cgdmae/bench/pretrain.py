@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument(
+        "--methods", nargs="+", help="cases to time, by name or first word (default: all)"
+    )
     args = parser.parse_args()
     size = (args.img[0], args.img[-1])
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -138,6 +141,10 @@ def main() -> None:
     if teacher is not None:
         cases["cgd_mae online"] = (method_class("cgd_mae")(mae(), text, teacher), {"image": images})
     cases |= seed_method_cases(mae, images, args.patch, args.local_views)
+    if args.methods:
+        cases = {
+            k: v for k, v in cases.items() if k in args.methods or k.split()[0] in args.methods
+        }
     peak = peak_flops()
     print(
         f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, model {args.model}, input {size}, batch {args.batch}, teacher {args.teacher}"

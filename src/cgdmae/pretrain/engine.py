@@ -72,7 +72,8 @@ LOG_CSV = "log.csv"
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adamw", "sgd")
 # TrainConfig fields that may change between a run and its resume without changing the result
-FREE_ON_RESUME = ("save_every", "num_workers", "compile", "device")
+# settings a resumed run may change: they decide where or how fast it runs, or where it stops
+FREE_ON_RESUME = ("save_every", "num_workers", "compile", "device", "max_steps")
 
 
 class Preempted(Exception):
@@ -328,6 +329,7 @@ class _Run:
         self.scheduler = make_scheduler(self.optimizer, cfg, self.sampler.steps_per_epoch)
         self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
         self.progress = Progress()
+        self.partial_row: dict[str, float] | None = None  # a mid-epoch step cap's log row
         seed_everything(cfg.seed + self.env.rank)  # distinct masking noise on each rank
         if self.checkpoint_path.exists():
             self._resume()
@@ -466,9 +468,10 @@ class _Run:
             self.method.on_step_end(progress.step, self.total_steps)
             rate = images / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}", refresh=False)
-            if self.capped:
-                break
             last_step = progress.batch_in_epoch == self.sampler.batches_per_epoch
+            if self.capped and not last_step:
+                self._stop_mid_epoch(epoch, sums, images, time.perf_counter() - started)
+                return
             if not last_step and any_rank(sigterm.raised, env):
                 progress.epoch_sums = self._mean_sums(sums)
                 self.save()
@@ -486,15 +489,33 @@ class _Run:
             f"the last good checkpoint, {self.checkpoint_path}, is left as it was"
         )
 
+    def _epoch_row(
+        self, epoch: int, sums: dict[str, float], images: int, seconds: float
+    ) -> dict[str, float]:
+        """The log row of the epoch's micro-batches so far: means of the logged values."""
+        batches = max(self.progress.batch_in_epoch, 1)
+        sums = dict(sums)
+        schedule = {k: sums.pop(k) / batches for k in ("lr", "weight_decay") if k in sums}
+        row = {"epoch": epoch + 1, "step": self.progress.step}
+        row |= {k: v / batches for k, v in sums.items()}
+        return row | schedule | {"img_per_s": images / max(seconds, 1e-9), "seconds": seconds}
+
+    def _stop_mid_epoch(
+        self, epoch: int, sums: dict[str, torch.Tensor], images: int, seconds: float
+    ) -> None:
+        """The step cap inside an epoch: checkpoint it as a SIGTERM would (mid-epoch, so a run
+        resumed without the cap continues exactly), and log the partial epoch's row."""
+        self.progress.epoch_sums = self._mean_sums(sums)
+        self.save()
+        self.partial_row = self._epoch_row(epoch, self.progress.epoch_sums, images, seconds)
+        if self.env.is_main:
+            _write_log(self.out_dir / LOG_CSV, [*self.progress.log_rows, self.partial_row])
+
     def _finish_epoch(
         self, epoch: int, sums: dict[str, float], images: int, seconds: float
     ) -> None:
         progress = self.progress
-        batches = max(progress.batch_in_epoch, 1)
-        schedule = {k: sums.pop(k) / batches for k in ("lr", "weight_decay") if k in sums}
-        row = {"epoch": epoch + 1, "step": progress.step}
-        row |= {k: v / batches for k, v in sums.items()}
-        row |= schedule | {"img_per_s": images / max(seconds, 1e-9), "seconds": seconds}
+        row = self._epoch_row(epoch, sums, images, seconds)
         progress.log_rows.append(row)
         progress.epoch, progress.batch_in_epoch, progress.epoch_sums = epoch + 1, 0, {}
         log.info(
@@ -522,7 +543,8 @@ class _Run:
                 self.train_epoch(epoch, sigterm)
                 if self.capped:
                     log.info("stopped at the step cap (%d steps)", progress.step)
-                    self.save()
+                    if progress.batch_in_epoch == 0:  # at an epoch's end (else saved mid-epoch)
+                        self.save()
                     break
                 more = epoch + 1 < cfg.epochs
                 if more and any_rank(sigterm.raised, self.env):
@@ -534,12 +556,13 @@ class _Run:
                     )
         if cfg.epochs == 0:
             self.save()
-        if self.env.is_main:
+        if self.env.is_main and progress.batch_in_epoch == 0:  # a mid-epoch cap logged its row
             _write_log(self.out_dir / LOG_CSV, progress.log_rows)
         if self.env.is_main and getattr(self.method, "exports_encoder", True):
             encoder = {"model": self.method.encoder_state_dict()}
             atomic_write(self.out_dir / ENCODER, lambda f: torch.save(encoder, f))
-        final_loss = progress.log_rows[-1].get("loss") if progress.log_rows else None
+        rows = [*progress.log_rows, *([self.partial_row] if self.partial_row else [])]
+        final_loss = rows[-1].get("loss") if rows else None
         return TrainResult(progress.epoch, progress.step, final_loss, self.out_dir)
 
 
