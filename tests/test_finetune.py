@@ -17,7 +17,7 @@ from cgdmae.data import DatasetFormatError, RandomIdentitySampler
 from cgdmae.data.synth import writers
 from cgdmae.finetune.backbone import EncoderMismatchError, load_vit
 from cgdmae.finetune.run import run_finetune
-from cgdmae.finetune.tasks import FinetuneTask, batch_hard_triplet
+from cgdmae.finetune.tasks import FinetuneTask, batch_hard_triplet, cls_feature
 from cgdmae.models import create_mae, save_encoder
 from cgdmae.pretrain.engine import Preempted
 
@@ -137,6 +137,22 @@ def test_backbone_resamples_the_position_embedding(data):
     encoder = torch.load(data / "encoder.pth", weights_only=True)["model"]
     torch.testing.assert_close(same.pos_embed, encoder["pos_embed"])
     assert same(torch.randn(2, 3, 32, 32)).shape == (2, 32)
+
+
+def test_global_pool_is_maes_mean_of_patch_tokens_then_a_new_fc_norm(data):
+    """MAE's models_vit with global_pool: the final norm is dropped, the patch tokens (not the
+    CLS token) are averaged, and a freshly initialised fc_norm normalises the mean."""
+    token = load_vit(data / "encoder.pth", MODEL, (32, 32))
+    avg = load_vit(data / "encoder.pth", MODEL, (32, 32), global_pool="avg")
+    assert isinstance(avg.norm, torch.nn.Identity) and isinstance(avg.fc_norm, torch.nn.LayerNorm)
+    assert torch.equal(avg.fc_norm.weight, torch.ones(32)) and not avg.fc_norm.bias.any()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        x = token.patch_embed(images)
+        x = token.blocks(token._pos_embed(x))  # the shared encoder, without the final norm
+        expected = torch.nn.functional.layer_norm(x[:, 1:].mean(1), (32,), eps=1e-6)
+        torch.testing.assert_close(cls_feature(avg, images), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cls_feature(token, images), token.norm(x)[:, 0])
 
 
 def test_encoder_of_another_width_names_both(data):

@@ -47,11 +47,14 @@ def load_vit(
     model_cfg: dict[str, Any],
     img_size: tuple[int, int],
     drop_path_rate: float = 0.0,
+    global_pool: str = "token",
 ) -> VisionTransformer:
     """A timm ViT (no head) at ``img_size`` with the encoder weights of ``encoder_path``.
 
     ``model_cfg`` is the pre-training run's ``model`` block: it fixes the architecture and the
     pre-training patch grid. A checkpoint of another width or depth fails with both named.
+    ``global_pool="avg"`` is MAE's fine-tuning head input (``models_vit``): the mean of the patch
+    tokens, then a new ``fc_norm``; the pre-trained final norm is dropped, as MAE drops it.
     """
     arch = encoder_architecture(model_cfg)
     patch = model_cfg["patch_size"]
@@ -60,6 +63,7 @@ def load_vit(
         img_size=tuple(img_size),
         patch_size=patch,
         num_classes=0,
+        global_pool=global_pool,
         drop_path_rate=drop_path_rate,
         **arch,
     )
@@ -87,7 +91,12 @@ def load_vit(
         old_size=pretrain_grid,
         num_prefix_tokens=1,
     )
+    fresh = []
+    if global_pool == "avg":
+        state = {k: v for k, v in state.items() if not k.startswith("norm.")}
+        fresh = ["fc_norm.weight", "fc_norm.bias"]
     missing, unexpected = vit.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in fresh]
     if missing or unexpected:
         raise EncoderMismatchError(
             f"{encoder_path}: keys missing {missing[:5]}, unexpected {unexpected[:5]} "

@@ -59,7 +59,6 @@ def build_task(task: str, data: TaskData, spec: dict[str, Any], backbone) -> Fin
         module = ClassifyTask(
             backbone,
             data.num_classes["classes"],
-            spec["pool"],
             mixup=spec.get("mixup", 0.0),
             cutmix=spec.get("cutmix", 0.0),
             label_smoothing=spec["label_smoothing"] if mixed else 0.0,
@@ -153,7 +152,7 @@ def finetune_once(
     snapshot = {"task": task, "dataset": dataset, "model": model_cfg, "spec": spec, "seed": seed}
     set_aside_if_stale(work / CHECKPOINT, snapshot)
     seed_everything(seed)
-    backbone = load_vit(encoder, model_cfg, size, spec["drop_path"])
+    backbone = load_vit(encoder, model_cfg, size, spec["drop_path"], spec["pool"])
     module = build_task(task, data, spec, backbone)
     sampler, batch_size = None, None
     if task == "reid":

@@ -52,10 +52,10 @@ def init_head(head: nn.Linear, std: float) -> None:
     nn.init.zeros_(head.bias)
 
 
-def cls_feature(vit: VisionTransformer, images: torch.Tensor, pool: str = "token") -> torch.Tensor:
-    """The final-norm CLS token, or the mean of the patch tokens (``pool='avg'``)."""
-    tokens = vit.forward_features(images)
-    return tokens[:, 0] if pool == "token" else tokens[:, vit.num_prefix_tokens :].mean(1)
+def cls_feature(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
+    """The image feature by the backbone's own pooling: the final-norm CLS token
+    (``global_pool='token'``), or MAE's mean of the patch tokens then ``fc_norm`` (``'avg'``)."""
+    return vit.forward_head(vit.forward_features(images), pre_logits=True)
 
 
 BACKBONE_PREFIX = "model.backbone."
@@ -240,13 +240,13 @@ class AttributeTask(FinetuneTask):
 
 
 class ClassifierNet(nn.Module):
-    def __init__(self, backbone: VisionTransformer, num_classes: int, pool: str):
+    def __init__(self, backbone: VisionTransformer, num_classes: int):
         super().__init__()
-        self.backbone, self.pool = backbone, pool
+        self.backbone = backbone
         self.head = nn.Linear(backbone.embed_dim, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(cls_feature(self.backbone, images, self.pool))
+        return self.head(cls_feature(self.backbone, images))
 
 
 class ClassifyTask(FinetuneTask):
@@ -262,14 +262,13 @@ class ClassifyTask(FinetuneTask):
         self,
         backbone: VisionTransformer,
         num_classes: int,
-        pool: str = "token",
         *,
         mixup: float = 0.0,
         cutmix: float = 0.0,
         label_smoothing: float = 0.0,
     ):
         super().__init__()
-        self.model = ClassifierNet(backbone, num_classes, pool)
+        self.model = ClassifierNet(backbone, num_classes)
         self.mixup = None
         if mixup > 0 or cutmix > 0:
             self.mixup = Mixup(
