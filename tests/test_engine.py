@@ -507,3 +507,22 @@ def test_step_cap_stops_mid_epoch_and_matches_the_uncapped_run_up_to_there(strai
     assert resumed["step"] == reference_state["step"] == 16
     for k, v in reference_state["model"].items():
         assert torch.equal(resumed["model"][k], v), k
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(straight, tmp_path):
+    """The last two checkpoints are kept while a run trains: an unreadable latest one is set
+    aside and the run resumes from the one before, ending bit-identical to the straight run;
+    the previous checkpoint is removed once the run is complete."""
+    snapshot = {"mask_ratio": 0.5}
+    capped = TrainConfig(**{**CFG, "save_every": 1}, max_steps=12)  # ends with epoch 3 of 4
+    train(TinyMethod(), Vectors(), capped, tmp_path, config_snapshot=snapshot)
+    latest, previous = tmp_path / "checkpoint.pth", tmp_path / "checkpoint.prev.pth"
+    assert (load_checkpoint(latest)["epoch"], load_checkpoint(previous)["epoch"]) == (3, 2)
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated, as by a failed copy
+    train(TinyMethod(), Vectors(), TrainConfig(**{**CFG, "save_every": 1}), tmp_path,
+          config_snapshot=snapshot)  # fmt: skip
+    done, reference = load_checkpoint(latest), load_checkpoint(straight / "checkpoint.pth")
+    assert done["step"] == 16 and not previous.exists()
+    assert len(list(tmp_path.glob("checkpoint.corrupt-*.pth"))) == 1
+    for k, v in reference["model"].items():
+        assert torch.equal(done["model"][k], v), k

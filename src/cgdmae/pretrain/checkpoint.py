@@ -9,7 +9,9 @@ Every load is ``weights_only=True``: a checkpoint holds tensors and plain values
 included), so a file pulled from a shared DVC remote is read as data and never runs code. A
 file that a weights-only load refuses, or that is truncated or empty, is a
 :class:`CheckpointError` naming the file; before a resume it is set aside (renamed
-``checkpoint.corrupt-<time>.pth``) so a retried job starts over instead of failing again.
+``checkpoint.corrupt-<time>.pth``) and the run resumes from the previous checkpoint
+(``checkpoint.prev.pth``, kept until the run ends), or starts over when there is none, so a
+retried job never fails the same way again.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read or lacks a key the engine needs to resume."""
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(
+    path: str | Path, write: Callable[[IO[bytes]], None], keep_previous: Path | None = None
+) -> None:
     """Call ``write`` on a temp file in ``path``'s directory, fsync it, then rename it over ``path``.
 
     The rename is atomic on POSIX file systems and the fsync makes the data durable before it,
     so after a crash ``path`` holds either the old or the new content. The file gets the
     permissions ``open`` would give it (0666 less the umask), not mkstemp's owner-only 0600, so
-    colleagues sharing a results directory can read it.
+    colleagues sharing a results directory can read it. With ``keep_previous`` the old file is
+    renamed there first, once the new one is complete.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,14 +64,25 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             f.flush()
             os.fchmod(f.fileno(), 0o666 & ~umask)
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where the checkpoint before ``path``'s current one is kept: ``<stem>.prev<suffix>``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+    """Write ``path`` atomically, keeping the checkpoint it replaces as the previous one, so a
+    checkpoint that turns out unreadable (a disk fault, a file truncated in a copy) costs one
+    checkpoint interval, not the run."""
+    atomic_write(path, lambda f: torch.save(state, f), keep_previous=previous_checkpoint(path))
 
 
 def _reason(exc: BaseException) -> str:
@@ -137,17 +153,28 @@ def set_aside(path: str | Path, label: str, reason: str) -> Path | None:
 
 
 def load_resumable(path: str | Path) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or ``None`` after setting an unusable one aside.
+    """The checkpoint to resume from: ``path``, else the previous one; ``None`` when neither
+    can be loaded, and the run starts over.
 
     A file that cannot be loaded (refused, truncated, empty, missing keys) would fail every
-    retry of the job the same way: it is renamed with :func:`set_aside`, the log says why and
-    where it went, and the run starts over.
+    retry of the job the same way: it is renamed with :func:`set_aside` and the log says why
+    and where it went. A missing ``path`` beside a previous checkpoint is a job killed between
+    the two renames of :func:`save_checkpoint`.
     """
-    try:
-        return load_checkpoint(path)
-    except CheckpointError as exc:
-        set_aside(path, "corrupt", str(exc))
-        return None
+    path = Path(path)
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.exists():
+            continue
+        try:
+            state = load_checkpoint(candidate)
+        except CheckpointError as exc:
+            set_aside(candidate, "corrupt", str(exc))
+            continue
+        if candidate != path:
+            log.warning("resuming from the previous checkpoint, %s", candidate)
+        return state
+    log.warning("no usable checkpoint in %s: starting over", path.parent)
+    return None
 
 
 def rng_state() -> dict[str, Any]:
@@ -206,6 +233,11 @@ def set_aside_if_stale(path: str | Path, config: dict[str, Any]) -> None:
     ``<stem>.corrupt-<time>.pth``. The log names both files either way.
     """
     path = Path(path)
+    previous = previous_checkpoint(path)
+    if previous.exists() and not path.exists():
+        path = previous  # a job killed between save_checkpoint's renames
+    elif previous.exists():
+        set_aside_if_stale(previous, config)
     if not path.exists():
         return
     try:

@@ -46,6 +46,7 @@ from cgdmae.pretrain.checkpoint import (
     atomic_write,
     config_differences,
     load_resumable,
+    previous_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -331,7 +332,7 @@ class _Run:
         self.progress = Progress()
         self.partial_row: dict[str, float] | None = None  # a mid-epoch step cap's log row
         seed_everything(cfg.seed + self.env.rank)  # distinct masking noise on each rank
-        if self.checkpoint_path.exists():
+        if self.checkpoint_path.exists() or previous_checkpoint(self.checkpoint_path).exists():
             self._resume()
         self.step_module: torch.nn.Module = method
         if self.env.distributed:
@@ -526,8 +527,13 @@ class _Run:
         )
         if self.env.is_main:
             _write_log(self.out_dir / LOG_CSV, progress.log_rows)
-        if (epoch + 1) % self.cfg.save_every == 0 or epoch + 1 == self.cfg.epochs:
+        if self._checkpoints_this_epoch_end():
             self.save()
+
+    def _checkpoints_this_epoch_end(self) -> bool:
+        """Whether :meth:`_finish_epoch` checkpoints the epoch just finished (save_every, last)."""
+        done = self.progress.epoch
+        return done % self.cfg.save_every == 0 or done == self.cfg.epochs
 
     @property
     def capped(self) -> bool:
@@ -543,12 +549,12 @@ class _Run:
                 self.train_epoch(epoch, sigterm)
                 if self.capped:
                     log.info("stopped at the step cap (%d steps)", progress.step)
-                    if progress.batch_in_epoch == 0:  # at an epoch's end (else saved mid-epoch)
-                        self.save()
+                    if progress.batch_in_epoch == 0 and not self._checkpoints_this_epoch_end():
+                        self.save()  # (a cap inside an epoch saved there)
                     break
                 more = epoch + 1 < cfg.epochs
                 if more and any_rank(sigterm.raised, self.env):
-                    if (epoch + 1) % cfg.save_every:
+                    if not self._checkpoints_this_epoch_end():
                         self.save()
                     raise Preempted(
                         f"SIGTERM: checkpointed the end of epoch {epoch + 1} in "
@@ -556,6 +562,8 @@ class _Run:
                     )
         if cfg.epochs == 0:
             self.save()
+        if self.env.is_main and progress.epoch == cfg.epochs:  # complete: no fallback needed
+            previous_checkpoint(self.checkpoint_path).unlink(missing_ok=True)
         if self.env.is_main and progress.batch_in_epoch == 0:  # a mid-epoch cap logged its row
             _write_log(self.out_dir / LOG_CSV, progress.log_rows)
         if self.env.is_main and getattr(self.method, "exports_encoder", True):
