@@ -1,7 +1,8 @@
 """Build a CLIP teacher: train the small one here, or check a pretrained one is on disk."""
 
 from cgdmae.data import read_pool
-from cgdmae.pretrain.teacher import describe_pretrained, train_small_teacher, write_json
+from cgdmae.files import write_json
+from cgdmae.pretrain.teacher import describe_pretrained, train_small_teacher
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:

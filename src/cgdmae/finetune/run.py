@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cgdmae.data import RandomIdentitySampler
+from cgdmae.files import write_json
 from cgdmae.finetune.backbone import file_sha256, load_vit
 from cgdmae.finetune.data import TaskData, make_dataset, task_data
 from cgdmae.finetune.evaluate import evaluate_task
@@ -32,7 +33,6 @@ from cgdmae.finetune.tasks import (
 )
 from cgdmae.pretrain.checkpoint import seed_everything, set_aside_if_stale
 from cgdmae.pretrain.engine import CHECKPOINT, TrainConfig, TrainResult, train
-from cgdmae.pretrain.teacher import write_json
 
 log = logging.getLogger(__name__)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from cgdmae.files import atomic_write
 
 DECODER_PREFIXES = ("decoder_", "mask_token")
 
@@ -23,17 +23,8 @@ def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same directory, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`cgdmae.files.atomic_write`: never a half-written file."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_encoder(model: nn.Module | dict[str, torch.Tensor], path: str | Path) -> None:

@@ -20,14 +20,14 @@ import logging
 import os
 import random
 import re
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
+
+from cgdmae.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +40,6 @@ REQUIRED_KEYS = (
 
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read or lacks a key the engine needs to resume."""
-
-
-def atomic_write(
-    path: str | Path, write: Callable[[IO[bytes]], None], keep_previous: Path | None = None
-) -> None:
-    """Call ``write`` on a temp file in ``path``'s directory, fsync it, then rename it over ``path``.
-
-    The rename is atomic on POSIX file systems and the fsync makes the data durable before it,
-    so after a crash ``path`` holds either the old or the new content. The file gets the
-    permissions ``open`` would give it (0666 less the umask), not mkstemp's owner-only 0600, so
-    colleagues sharing a results directory can read it. With ``keep_previous`` the old file is
-    renamed there first, once the new one is complete.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~umask)
-            os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def previous_checkpoint(path: str | Path) -> Path:

@@ -42,8 +42,8 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from cgdmae.files import atomic_write
 from cgdmae.pretrain.checkpoint import (
-    atomic_write,
     config_differences,
     load_resumable,
     previous_checkpoint,

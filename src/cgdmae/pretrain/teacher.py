@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from cgdmae.data import PoolRecord, load_rgb
 from cgdmae.data.synth.world import VERI_COLORS, VERI_TYPES, VIEWPOINT_WORDS
+from cgdmae.files import atomic_write, write_json
 from cgdmae.models import atomic_save
 from cgdmae.pretrain.data import apply_crop, sample_crop
 
@@ -261,7 +261,6 @@ def save_random_weights(name: str, path: str | Path, seed: int = 0) -> int:
     """Write a randomly initialised open_clip ``name`` as a local checkpoint file, in float16 as
     OpenAI's are, so the ``pretrained: <file>`` path runs where no weights can be downloaded (a
     rehearsal). Returns the parameter count."""
-    from cgdmae.pretrain.checkpoint import atomic_write
 
     torch.manual_seed(seed)
     with hub_offline():
@@ -281,16 +280,6 @@ def describe_pretrained(
     write_json(
         out_dir / DESCRIPTOR, {"source": "pretrained", "name": name, "pretrained": pretrained}
     )
-
-
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """JSON to a temp file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 # ---- prompts and zero-shot ----------------------------------------------------------------------
@@ -315,7 +304,6 @@ def save_text_anchors(teacher_dir: str | Path, templates: Sequence[str], path: s
     """Embed the KL anchors (every template × colour × type) once, for every run that uses
     them: a pre-training job with cached targets then never loads the CLIP teacher (a ViT-L/14
     is 1.7 GB per rank and takes longer to load than a step). Returns the anchor count."""
-    from cgdmae.pretrain.checkpoint import atomic_write
 
     prompts = attribute_prompts(templates)
     with torch.no_grad():

@@ -12,7 +12,7 @@ import nbformat
 from nbconvert import HTMLExporter
 from nbconvert.preprocessors import ExecutePreprocessor
 
-from cgdmae.pretrain.checkpoint import atomic_write
+from cgdmae.files import atomic_write
 
 
 def render_report(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from cgdmae.data.synth.world import VERI_COLORS, VERI_TYPES, VIEWPOINTS, SynthWorld
+from cgdmae.files import atomic_write
 
 LABEL_W = 240
 TILE_GAP = 2
@@ -87,8 +86,5 @@ def write_contact_sheet(
     out_png: Path, *, seed: int, image_size: tuple[int, int] = (64, 64), n_cameras: int = 20
 ) -> None:
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out_png.parent)
-    os.close(fd)
-    contact_sheet(seed, image_size, n_cameras).save(tmp)
-    os.replace(tmp, out_png)
+    sheet = contact_sheet(seed, image_size, n_cameras)
+    atomic_write(out_png, lambda f: sheet.save(f, format="PNG"))

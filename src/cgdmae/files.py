@@ -1,0 +1,53 @@
+"""The one writer of every output file: atomic, durable, and readable by the group.
+
+A job killed mid-write leaves the previous file (or none), never a truncated one that looks
+complete; the temp files it may leave are named ``.<name>.*.tmp`` so that a retry can find and
+remove them (``cgdmae.pretrain.cli.remove_stale_temp_files``). Files get the mode ``open`` would
+give them (0666 less the umask), not ``mkstemp``'s owner-only 0600, so colleagues sharing a
+results directory can read them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[IO[bytes]], None], keep_previous: Path | None = None
+) -> None:
+    """Call ``write`` on a temp file in ``path``'s directory, fsync it, then rename it over ``path``.
+
+    The rename is atomic on POSIX file systems and the fsync makes the data durable before it,
+    so after a crash ``path`` holds either the old or the new content. The file gets the
+    permissions ``open`` would give it (0666 less the umask), not mkstemp's owner-only 0600, so
+    colleagues sharing a results directory can read it. With ``keep_previous`` the old file is
+    renamed there first, once the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~umask)
+            os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """``data`` as indented JSON with sorted keys, through :func:`atomic_write`."""
+    text = json.dumps(data, indent=2, sort_keys=True).encode()
+    atomic_write(path, lambda f: f.write(text))
