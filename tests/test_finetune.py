@@ -257,6 +257,32 @@ def test_finetuning_resumes_bit_exact_after_sigterm(data, tmp_path, monkeypatch)
     assert not list(tmp_path.glob("*/work/seed0/checkpoint.pth"))
 
 
+def test_reid_trains_and_tests_with_transreid_star_options(data, tmp_path, monkeypatch):
+    """Overlapping patches, SIE and JPM through the fine-tuning entry point: the camera ids
+    reach the test pass, whose features are the 5 × dim JPM concatenation."""
+    from cgdmae.finetune.tasks import ReidNet
+
+    assert not {"stride", "sie", "sie_coef", "jpm", "shift_num"} & set(tiny_spec())
+    seen = []
+    test_feature = ReidNet.test_feature
+
+    def spy(self, images, camids=None):
+        out = test_feature(self, images, camids)
+        seen.append((self.backbone.patch_embed.num_patches, self.sie_embed.shape, camids, out))
+        return out
+
+    monkeypatch.setattr(ReidNet, "test_feature", spy)
+    spec = tiny_spec(epochs=1, stride=6, sie=True, sie_coef=3.0, jpm=True)
+    out = tmp_path / "metrics.json"
+    record = run_finetune("reid", dataset(data, "veri776"), data / "encoder.pth", MODEL, spec, out)
+    assert record["config"]["jpm"] and math.isfinite(record["final_loss"][0])
+    assert 0 <= record["metrics"]["test"]["mAP"] <= 1
+    assert seen and all(patches == 25 for patches, *_ in seen)  # (32 - 8) // 6 + 1 = 5 per side
+    assert all(shape == (SMALL["n_cameras"], 1, MODEL["embed_dim"]) for _, shape, *_ in seen)
+    assert all(cams is not None and len(cams) == len(f) for *_, cams, f in seen)
+    assert all(f.shape[1] == 5 * MODEL["embed_dim"] for *_, f in seen)
+
+
 def test_embedded_default_finetune_config_is_valid():
     config = yaml.safe_load((SCHEMA.parents[2] / "config/config.yaml").read_text())
     validate_config(config, SCHEMA)

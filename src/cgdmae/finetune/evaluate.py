@@ -22,10 +22,15 @@ CMC_RANKS = 20  # CMC points kept in metrics.json for the curves
 
 @torch.no_grad()
 def predict_all(module: FinetuneTask, loader: DataLoader, device: torch.device) -> Any:
-    """Concatenate ``module.predict`` over a loader (tensors, or dicts of tensors)."""
+    """Concatenate ``module.predict`` over a loader (tensors, or dicts of tensors); a module
+    that ``uses_camera`` (ReID with SIE) gets the batch's camera ids too."""
     outputs = []
     for batch in loader:
-        outputs.append(module.predict(batch["image"].to(device, non_blocking=True)))
+        images = batch["image"].to(device, non_blocking=True)
+        if module.uses_camera:
+            outputs.append(module.predict(images, batch["camid"].to(device)))
+        else:
+            outputs.append(module.predict(images))
     if isinstance(outputs[0], dict):
         return {k: torch.cat([o[k] for o in outputs]).float().cpu() for k in outputs[0]}
     return torch.cat(outputs).float().cpu()

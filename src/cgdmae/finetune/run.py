@@ -37,6 +37,23 @@ from cgdmae.pretrain.engine import CHECKPOINT, TrainConfig, TrainResult, train
 log = logging.getLogger(__name__)
 
 
+def camera_count(data: TaskData) -> int:
+    """1 + the largest camera id of the train, query and gallery records (at least 1), so a
+    test camera unseen in training still has an (untrained) SIE row."""
+    records = [*data.train]
+    for test in data.test.values():
+        records += [r for part in test for r in part] if isinstance(test, tuple) else test
+    return 1 + max((r.camid for r in records), default=0)
+
+
+def reid_options(data: TaskData, spec: dict[str, Any]) -> dict[str, Any]:
+    """TransReID*'s SIE and JPM settings of a ReID config (both off when unset)."""
+    options: dict[str, Any] = {"jpm": spec.get("jpm", False), "shift": spec.get("shift_num", 5)}
+    if spec.get("sie", False):
+        options |= {"num_cameras": camera_count(data), "sie_coef": spec.get("sie_coef", 3.0)}
+    return options
+
+
 def build_task(task: str, data: TaskData, spec: dict[str, Any], backbone) -> FinetuneTask:
     """The task module, with the optimizer recipe of its config (``cgdmae.finetune.tasks``)."""
     module: FinetuneTask
@@ -46,6 +63,7 @@ def build_task(task: str, data: TaskData, spec: dict[str, Any], backbone) -> Fin
             data.num_classes["ids"],
             label_smoothing=spec["label_smoothing"],
             triplet_margin=spec["triplet_margin"],
+            **reid_options(data, spec),
         )
     elif task == "var":
         module = AttributeTask(backbone, data.num_classes["color"], data.num_classes["type"])
@@ -152,7 +170,8 @@ def finetune_once(
     snapshot = {"task": task, "dataset": dataset, "model": model_cfg, "spec": spec, "seed": seed}
     set_aside_if_stale(work / CHECKPOINT, snapshot)
     seed_everything(seed)
-    backbone = load_vit(encoder, model_cfg, size, spec["drop_path"], spec["pool"])
+    stride = spec.get("stride") if task == "reid" else None
+    backbone = load_vit(encoder, model_cfg, size, spec["drop_path"], spec["pool"], stride)
     module = build_task(task, data, spec, backbone)
     sampler, batch_size = None, None
     if task == "reid":

@@ -7,7 +7,9 @@ engine gives them the same resume, SIGTERM checkpoint and logging as pre-trainin
 - ReID: BoT/TransReID baseline. CLS feature → BNNeck (BatchNorm1d, bias frozen) → bias-free
   classifier; cross-entropy (optional label smoothing) on the logits plus batch-hard triplet
   (margin, or soft margin when ``margin`` is None) on the feature before the BN. The test
-  feature is the one before the BN.
+  feature is the one before the BN. TransReID*'s options (off by default): overlapping patches
+  (``cgdmae.finetune.backbone``), SIE (a camera embedding added to the tokens) and JPM (a
+  jigsaw-shuffled local branch of the last block, four local BNNecks); see :class:`ReidNet`.
 - VAR: a colour head and a type head on the CLS feature; records with an unknown label (-1)
   are ignored by the loss.
 - VFR: a linear classifier on the CLS (or mean-pooled patch) feature, full fine-tuning.
@@ -17,6 +19,7 @@ engine gives them the same resume, SIGTERM checkpoint and logging as pre-trainin
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import torch
@@ -60,6 +63,8 @@ def cls_feature(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
 
 BACKBONE_PREFIX = "model.backbone."
 NO_DECAY_NAMES = ("cls_token", "pos_embed")  # MAE: the ViT's no_weight_decay()
+SIE_NAME = "model.sie_embed"  # ReID's camera embedding: layer 0, no decay (as pos_embed)
+LOCAL_BLOCK_PREFIX = "model.local_block."  # JPM's copy of the last block
 DECAY_RULES = ("mae", "transreid")
 
 
@@ -68,7 +73,13 @@ def vit_layer_id(name: str, num_layers: int) -> int:
 
     0 for ``cls_token``, ``pos_embed`` and ``patch_embed``; ``i + 1`` for ``blocks.i``;
     ``num_layers`` (= blocks + 1) for everything else: the final norm, ``fc_norm`` and the heads.
+    ReID's SIE embedding is at 0 with the position embedding, JPM's copy of the last block at
+    the last block's id (its copy of the final norm at ``num_layers``, as the final norm).
     """
+    if name == SIE_NAME:
+        return 0
+    if name.startswith(LOCAL_BLOCK_PREFIX):
+        return num_layers - 1
     if not name.startswith(BACKBONE_PREFIX):
         return num_layers
     name = name[len(BACKBONE_PREFIX) :]
@@ -94,7 +105,8 @@ def param_groups(
       the heads train at the full rate and ``cls_token``/``pos_embed``/``patch_embed`` at
       ``layer_decay ** (blocks + 1)``. ``None``: every layer at scale 1.
     - ``rule='mae'`` (MAE, timm): no weight decay on 1-D parameters (biases, norms) nor on
-      ``cls_token`` and ``pos_embed``; everything else decays by ``weight_decay``.
+      ``cls_token``, ``pos_embed`` and ReID's SIE embedding; everything else decays by
+      ``weight_decay``.
     - ``rule='transreid'`` (TransReID's ``make_optimizer``): every parameter decays by
       ``weight_decay`` (the vehicle configs set ``WEIGHT_DECAY_BIAS`` equal to it).
     - ``bias_lr_factor``: biases train at this multiple of their layer's rate (TransReID: 2).
@@ -113,7 +125,8 @@ def param_groups(
         layer = vit_layer_id(name, num_layers)
         bias = name.endswith(".bias")
         short = name.removeprefix(BACKBONE_PREFIX)
-        decays = rule == "transreid" or not (param.ndim <= 1 or short in NO_DECAY_NAMES)
+        no_decay = param.ndim <= 1 or short in NO_DECAY_NAMES or name == SIE_NAME
+        decays = rule == "transreid" or not no_decay
         scale = 1.0 if layer_decay is None else layer_decay ** (num_layers - layer)
         group = groups.setdefault(
             (layer, bias, decays),
@@ -138,6 +151,8 @@ class FinetuneTask(nn.Module):
     decay_rule: str = "mae"
     bias_lr_factor: float = 1.0
     nesterov: bool = True  # SGD only
+    # predict() takes the images' camera ids too (ReID with SIE)
+    uses_camera: bool = False
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """No EMA or momentum schedule when fine-tuning."""
@@ -156,22 +171,145 @@ class FinetuneTask(nn.Module):
         )
 
 
+def shuffle_unit(features: torch.Tensor, shift: int, groups: int) -> torch.Tensor:
+    """TransReID's jigsaw rearrangement (``shuffle_unit``) of the patch tokens of ``features``.
+
+    ``features`` is (B, 1 + N, D) with the CLS token first; the result is (B, N', D), patch
+    tokens only. Shift: the patch tokens from index ``shift - 1`` on, then the first ``shift -
+    1`` (TransReID's ``cat([x[:, shift:], x[:, 1:shift]])`` on the tokens with the CLS first).
+    Shuffle: viewed as ``groups`` rows, transposed, read out again; when N is not a multiple of
+    ``groups`` the second-to-last token is appended once first (N' = N + 1), as TransReID does.
+    """
+    batch, _, dim = features.shape
+    x = torch.cat([features[:, shift:], features[:, 1:shift]], dim=1)
+    if x.shape[1] % groups:
+        x = torch.cat([x, x[:, -2:-1]], dim=1)
+    x = x.view(batch, groups, -1, dim).transpose(1, 2).contiguous()
+    return x.view(batch, -1, dim)
+
+
+def bnneck(dim: int, num_classes: int) -> tuple[nn.BatchNorm1d, nn.Linear]:
+    """A BNNeck (BatchNorm1d, bias frozen: no shift before the classifier) and its bias-free
+    classifier (normal init, std 0.001)."""
+    bn = nn.BatchNorm1d(dim)
+    bn.bias.requires_grad_(False)
+    classifier = nn.Linear(dim, num_classes, bias=False)
+    nn.init.normal_(classifier.weight, std=0.001)
+    return bn, classifier
+
+
 class ReidNet(nn.Module):
-    def __init__(self, backbone: VisionTransformer, num_classes: int):
+    """The ReID network: TransReID's baseline, and with its options TransReID*.
+
+    - ``num_cameras`` (SIE): a learnable (num_cameras, 1, dim) embedding, trunc-normal std 0.02,
+      whose row of the image's camera, times ``sie_coef``, is added to every token after the
+      position embedding (TransReID adds it before ``pos_drop``; the fine-tuning ViT has no
+      dropout there). The camera ids then have to come with the images.
+    - ``jpm``: the jigsaw patch module. The last block and final norm stay the global branch; a
+      copy of them (same weights at init) is the local branch. The penultimate output's patch
+      tokens go through :func:`shuffle_unit` (``shift``, ``shuffle_groups``), are cut into
+      ``jpm_groups`` equal parts (a remainder is dropped), and each part, behind that output's
+      CLS token, passes the local branch; its CLS is a local feature with its own BNNeck and
+      classifier.
+
+    ``forward`` returns (features, logits): tensors without JPM, else lists (global first).
+    """
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        num_classes: int,
+        *,
+        num_cameras: int | None = None,
+        sie_coef: float = 3.0,
+        jpm: bool = False,
+        shift: int = 5,
+        shuffle_groups: int = 2,
+        jpm_groups: int = 4,
+    ):
         super().__init__()
         dim = backbone.embed_dim
         self.backbone = backbone
-        self.bottleneck = nn.BatchNorm1d(dim)
-        self.bottleneck.bias.requires_grad_(False)  # BNNeck: no shift before the classifier
-        self.classifier = nn.Linear(dim, num_classes, bias=False)
-        nn.init.normal_(self.classifier.weight, std=0.001)
+        self.bottleneck, self.classifier = bnneck(dim, num_classes)
+        self.sie_coef = sie_coef
+        self.sie_embed: nn.Parameter | None = None
+        if num_cameras is not None:
+            self.sie_embed = nn.Parameter(torch.zeros(num_cameras, 1, dim))
+            nn.init.trunc_normal_(self.sie_embed, std=0.02)
+        self.jpm = jpm
+        self.shift, self.shuffle_groups, self.jpm_groups = shift, shuffle_groups, jpm_groups
+        if jpm:
+            if backbone.global_pool != "token":
+                raise ValueError("JPM reads the CLS token: it needs pool 'token'")
+            self.local_block = copy.deepcopy(backbone.blocks[-1])
+            self.local_norm = copy.deepcopy(backbone.norm)
+            necks = [bnneck(dim, num_classes) for _ in range(jpm_groups)]
+            self.local_bottlenecks = nn.ModuleList(bn for bn, _ in necks)
+            self.local_classifiers = nn.ModuleList(fc for _, fc in necks)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feature = cls_feature(self.backbone, images)
-        return feature, self.classifier(self.bottleneck(feature))
+    @property
+    def uses_camera(self) -> bool:
+        return self.sie_embed is not None
+
+    def tokens(self, images: torch.Tensor, camids: torch.Tensor | None) -> torch.Tensor:
+        """The token sequence after the embeddings (patches, CLS, position, SIE), before the
+        blocks; timm's ``forward_features`` up to the blocks."""
+        vit = self.backbone
+        x = vit._pos_embed(vit.patch_embed(images))
+        if self.sie_embed is not None:
+            if camids is None:
+                raise ValueError("SIE needs the camera id of every image")
+            x = x + self.sie_coef * self.sie_embed[camids]
+        return vit.norm_pre(vit.patch_drop(x))
+
+    def global_feature(self, images: torch.Tensor, camids: torch.Tensor | None) -> torch.Tensor:
+        if self.sie_embed is None:
+            return cls_feature(self.backbone, images)
+        vit = self.backbone
+        return vit.forward_head(vit.norm(vit.blocks(self.tokens(images, camids))), pre_logits=True)
+
+    def jpm_features(self, images: torch.Tensor, camids: torch.Tensor | None) -> list[torch.Tensor]:
+        """[global, local_1, ..., local_G]: the CLS features of both branches."""
+        vit = self.backbone
+        x = self.tokens(images, camids)
+        for block in vit.blocks[:-1]:
+            x = block(x)
+        features = [vit.norm(vit.blocks[-1](x))[:, 0]]
+        length = (x.shape[1] - 1) // self.jpm_groups
+        patches = shuffle_unit(x, self.shift, self.shuffle_groups)
+        token = x[:, :1]
+        for i in range(self.jpm_groups):
+            part = torch.cat([token, patches[:, i * length : (i + 1) * length]], dim=1)
+            features.append(self.local_norm(self.local_block(part))[:, 0])
+        return features
+
+    def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> tuple[Any, Any]:
+        if not self.jpm:
+            feature = self.global_feature(images, camids)
+            return feature, self.classifier(self.bottleneck(feature))
+        features = self.jpm_features(images, camids)
+        bns = [self.bottleneck, *self.local_bottlenecks]
+        heads = [self.classifier, *self.local_classifiers]
+        logits = [fc(bn(f)) for f, bn, fc in zip(features, bns, heads, strict=True)]
+        return features, logits
+
+    @torch.no_grad()
+    def test_feature(
+        self, images: torch.Tensor, camids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Before the BNNecks; with JPM TransReID's concat(global, local_1/G, ..., local_G/G)
+        (G = 4; ``NECK_FEAT: before``)."""
+        if not self.jpm:
+            return self.global_feature(images, camids)
+        features = self.jpm_features(images, camids)
+        return torch.cat([features[0], *(f / self.jpm_groups for f in features[1:])], dim=1)
 
 
 class ReidTask(FinetuneTask):
+    """ReID: cross-entropy on the logits plus ``triplet_weight`` × batch-hard triplet on the
+    features before the BNNeck. With JPM each term is TransReID's 0.5 × global + 0.5 × the mean
+    over the local branches."""
+
     def __init__(
         self,
         backbone: VisionTransformer,
@@ -180,18 +318,40 @@ class ReidTask(FinetuneTask):
         label_smoothing: float = 0.1,
         triplet_margin: float | None = None,
         triplet_weight: float = 1.0,
+        **options: Any,
     ):
         super().__init__()
-        self.model = ReidNet(backbone, num_classes)
+        self.model = ReidNet(backbone, num_classes, **options)
+        self.uses_camera = self.model.uses_camera
         self.label_smoothing = label_smoothing
         self.triplet_margin = triplet_margin
         self.triplet_weight = triplet_weight
 
+    def id_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        feature, logits = self.model(batch["image"])
-        ce = F.cross_entropy(logits.float(), batch["label"], label_smoothing=self.label_smoothing)
-        triplet = batch_hard_triplet(feature, batch["label"], self.triplet_margin)
-        accuracy = (logits.argmax(1) == batch["label"]).float().mean()
+        labels = batch["label"]
+        camids = batch.get("camid") if self.uses_camera else None
+        feature, logits = self.model(batch["image"], camids)
+        if not self.model.jpm:
+            ce = self.id_loss(logits, labels)
+            triplet = batch_hard_triplet(feature, labels, self.triplet_margin)
+        else:
+            ce = (
+                0.5 * self.id_loss(logits[0], labels)
+                + 0.5 * torch.stack([self.id_loss(x, labels) for x in logits[1:]]).mean()
+            )
+            triplet = 0.5 * batch_hard_triplet(feature[0], labels, self.triplet_margin)
+            triplet = (
+                triplet
+                + 0.5
+                * torch.stack(
+                    [batch_hard_triplet(f, labels, self.triplet_margin) for f in feature[1:]]
+                ).mean()
+            )
+            logits = logits[0]
+        accuracy = (logits.argmax(1) == labels).float().mean()
         return {
             "loss": ce + self.triplet_weight * triplet,
             "ce": ce,
@@ -200,9 +360,9 @@ class ReidTask(FinetuneTask):
         }
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """The test feature: before the BNNeck (L2-normalised by the distance)."""
-        return cls_feature(self.model.backbone, images)
+    def predict(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        """The test feature: before the BNNeck(s) (L2-normalised by the distance)."""
+        return self.model.test_feature(images, camids)
 
 
 class AttributeNet(nn.Module):
