@@ -70,7 +70,7 @@ def test_paper_jobs_ask_slurm_for_what_they_use(tmp_path):
         "results/pretrain/mae_2n/encoder.pth",
         "results/finetune/mae/reid/veri776/metrics.json",
         "results/finetune/mae/var/veri776/metrics.json",
-        "results/teacher/clip_l14/targets/pool.pt",
+        "results/teacher/clip_l14/targets/pool/k4_224x224_s0.2-1.pt",
         "results/curation/curated_0.25/manifest.csv",
         "results/figures/synth_contact_sheet.png",
     ]

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cgdmae.config import ConfigError, load_config, validate_config
+from cgdmae.config import (
+    ConfigError,
+    ablation_runs,
+    load_config,
+    run_spec,
+    targets_file,
+    validate_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -203,6 +210,7 @@ PAPER_RECIPES = {
     "scratch": (None, None, 0, None),
     "mae": (2.4e-3, 4096, 400, 40),
     "cgd_mae": (2.4e-3, 4096, 400, 40),
+    "mae_fixed_crops": (2.4e-3, 4096, 400, 40),  # the control: mae's recipe on fixed crops
     "person_mae": (1.2e-3, None, 100, 20),
     "person_vit": (0.002, None, None, 10),
     "mae_lite": (2.4e-3, 4096, 400, None),
@@ -454,16 +462,61 @@ def test_readme_states_the_kl_direction_the_code_computes():
     assert "`L_kl` = KL(P_t ‖ P_s)" in readme and "KL(P_s ‖ P_t) between" not in readme
 
 
-@pytest.mark.parametrize(
-    ("key", "value"), [("model.img_size", [32, 32]), ("crop_scale", [0.5, 1.0])]
-)
-def test_a_cached_targets_run_must_crop_as_the_cache_does(key, value):
+def test_cached_targets_follow_the_run_that_uses_them():
+    """The targets file is keyed on the run's dataset, view count, size and crop scale: a run
+    cropping otherwise gets its own file, runs cropping alike share one, and the MAE control
+    on fixed crops (cached_crops) trains on exactly cgd_mae's views."""
     config = default_config()
     config["ablations"] = {}
-    config["runs"]["cgd_mae"]["overrides"] = {key: value}
-    with pytest.raises(
-        ConfigError, match=rf"runs\.cgd_mae: pretrain\.{key}.*cached teacher targets"
-    ):
+    config["runs"] |= {
+        "cgd_small": {"method": "cgd_mae", "overrides": {"model.img_size": [32, 32]}},
+        "cgd_scale": {"method": "cgd_mae", "overrides": {"crop_scale": [0.5, 1.0]}},
+        "cgd_k1": {"method": "cgd_mae", "overrides": {"cache_views": 1}},
+        "cgd_lam": {"method": "cgd_mae", "overrides": {"distill.lambda": 0.5}},
+        "mae_fixed": {"method": "mae", "overrides": {"cached_crops": "clip_small"}},
+        "cgd_online": {"method": "cgd_mae", "overrides": {"distill.targets": "online"}},
+    }
+    config = validate_config(config, SCHEMA)
+    files = {run: targets_file(config, run_spec(config, run)) for run in config["runs"]}
+    assert files["cgd_mae"] == "results/teacher/clip_small/targets/pool/k4_64x64_s0.2-1.pt"
+    assert files["cgd_small"].endswith("/pool/k4_32x32_s0.2-1.pt")
+    assert files["cgd_scale"].endswith("/pool/k4_64x64_s0.5-1.pt")
+    assert files["cgd_k1"].endswith("/pool/k1_64x64_s0.2-1.pt")
+    assert files["cgd_lam"] == files["mae_fixed"] == files["cgd_mae"]
+    assert files["cgd_online"] is None and files["mae"] is None
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "match"),
+    [
+        ("mae", {"cache_views": 2}, r"runs\.x: pretrain\.cache_views.*fresh crop"),
+        ("mae", {"cached_crops": "nope"}, r"cached_crops.*'nope'"),
+        (
+            "person_vit",
+            {"cached_crops": "clip_small"},
+            r"person_vit ignores pretrain\.cached_crops",
+        ),
+        ("cgd_mae", {"cached_crops": "clip_small"}, r"cgd_mae ignores pretrain\.cached_crops"),
+    ],
+)
+def test_fixed_view_settings_that_change_nothing_are_refused(method, overrides, match):
+    config = default_config()
+    config["ablations"] = {}
+    config["runs"] = {"mae": {"method": "mae"}, "cgd_mae": {"method": "cgd_mae"},
+                      "x": {"method": method, "overrides": overrides}}  # fmt: skip
+    with pytest.raises(ConfigError, match=match):
         validate_config(config, SCHEMA)
-    config["runs"]["cgd_mae"]["overrides"]["distill.targets"] = "online"
-    validate_config(config, SCHEMA)
+
+
+def test_cache_views_ablation_maps_the_teachers_count_to_the_base_run():
+    config = default_config()
+    config["ablations"] = {
+        "views": {"base": "cgd_mae", "axis": "cache_views", "values": [1, 4],
+                  "tasks": ["reid/veri776"]},
+        "targets": {"base": "cgd_mae", "axis": "distill.targets", "values": ["cached", "online"],
+                    "tasks": ["reid/veri776"]},
+    }  # fmt: skip
+    config = validate_config(config, SCHEMA)
+    assert ablation_runs(config, "views") == [(1, "cgd_mae@cache_views=1"), (4, "cgd_mae")]
+    assert ablation_runs(config, "targets")[1] == ("online", "cgd_mae@distill.targets=online")
+    assert run_spec(config, "cgd_mae@cache_views=1")["cache_views"] == 1

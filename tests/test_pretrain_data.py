@@ -1,6 +1,8 @@
 """Pre-training data: augmentation is a pure function of (seed, epoch, index), and cached mode
 applies exactly the crop the teacher saw, checked against a crop done by hand with PIL."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -192,3 +194,31 @@ def test_the_crop_summary_counts_fixed_views_against_fresh_crops(paths, tmp_path
     assert cached.crop_summary(400).startswith(f"distinct crops: {2 * len(paths)} (3 fixed")
     fresh = PretrainDataset(paths)
     assert fresh.crop_summary(400).startswith(f"distinct crops: {400 * len(paths)} (a fresh")
+
+
+def test_the_mae_control_on_fixed_crops_trains_on_the_cached_views(paths, tmp_path):
+    """`cached_crops`: a plain MAE run reads the cached views (and ignores their embeddings),
+    so its crops are exactly those cgd_mae's targets were made from."""
+    import yaml
+
+    from cgdmae.config import run_spec, validate_config
+    from cgdmae.pretrain.run import build_dataset, build_method
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    config["ablations"] = {}
+    config["runs"] = {"mae_fixed": {"method": "mae", "overrides": {
+        "cached_crops": "clip_small", "model.img_size": list(SIZE), "model.patch_size": 8}}}  # fmt: skip
+    config = validate_config(config, root / "workflow" / "schemas" / "config.schema.yaml")
+    spec = run_spec(config, "mae_fixed")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in paths))
+    crops = [[[2, 3, 20, 25, 0], [0, 10, 30, 30, 1]] for _ in paths]
+    cache = write_cache(tmp_path / "targets.pt", paths, crops)
+    dataset = build_dataset(spec, manifest, seed=0, targets=cache)
+    assert "distinct crops: 12 (2 fixed cached views of each of 6 images" in dataset.crop_summary(5)
+    item = dataset[3]
+    view = int(item["teacher_embed"].argmax())
+    assert torch.allclose(item["image"], manual_view(paths[3], *crops[3][view]), atol=1e-5)
+    batch = {"image": item["image"][None], "teacher_embed": item["teacher_embed"][None]}
+    assert torch.isfinite(build_method(spec)(batch)["loss"])

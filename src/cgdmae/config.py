@@ -46,9 +46,13 @@ _UNUSED_DECODER = (
     "model.decoder_heads",
     "model.norm_pix_loss",
 )
+_OWN_VIEWS = ("cached_crops", "cache_views")  # methods that make their own views ignore these
 IGNORED_PRETRAIN_KEYS: dict[str, tuple[str, ...]] = {
-    "person_vit": ("mask_ratio", "mask_strategy", "crop_scale", *_UNUSED_DECODER),
+    "person_vit": ("mask_ratio", "mask_strategy", "crop_scale", *_UNUSED_DECODER, *_OWN_VIEWS),
+    "person_mae": _OWN_VIEWS,
+    "cgd_mae": ("cached_crops",),  # its crops are those of its own cached targets
     "scratch": (
+        *_OWN_VIEWS,
         "dataset",
         "mask_ratio",
         "mask_strategy",
@@ -75,6 +79,8 @@ OPTIONAL_PRETRAIN_KEYS = (
     "nodes",
     "max_lr",
     "max_steps",
+    "cached_crops",
+    "cache_views",
 )
 
 # names from the config (datasets, teachers, runs, ablations) become path parts under results/
@@ -354,7 +360,7 @@ def _check_references(config: Mapping[str, Any]) -> None:
                 spec["distill"]["teacher"],
                 f"runs.{run}: pretrain.distill.teacher",
             )
-            _check_cached_views(config, run, spec)
+        _check_cached_views(config, run, spec)
         if spec["method"] == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
             _check_teacher_run(config, run, spec)
         if spec["method"] == "person_vit":
@@ -382,20 +388,51 @@ def _check_ablation_values(
 
 
 def _check_cached_views(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
-    """Cached teacher targets are one file per teacher and dataset, made at ``pretrain``'s
-    img_size and crop_scale: a run cropping otherwise would train on another run's crops."""
-    if spec["distill"]["targets"] != "cached":
-        return
-    for key, own, shared in (
-        ("model.img_size", spec["model"]["img_size"], config["pretrain"]["model"]["img_size"]),
-        ("crop_scale", spec["crop_scale"], config["pretrain"]["crop_scale"]),
-    ):
-        if list(own) != list(shared):
-            raise ConfigError(
-                f"config key 'runs.{run}: pretrain.{key}': {list(own)}, but cached teacher "
-                f"targets are made at pretrain.{key} {list(shared)}; set distill.targets: "
-                "online for this run"
-            )
+    """``cached_crops`` names a teacher; ``cache_views`` only counts for a run on cached views."""
+    if spec.get("cached_crops") is not None:
+        _require(config, "teachers", spec["cached_crops"], f"runs.{run}: pretrain.cached_crops")
+    if "cache_views" in spec and cached_views(config, spec) is None:
+        raise ConfigError(
+            f"config key 'runs.{run}: pretrain.cache_views': run {run!r} draws a fresh crop "
+            "each epoch (no cached targets or cached_crops), so it would train as without it"
+        )
+
+
+def cached_views(config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The K fixed views per image a run trains on, or ``None`` for a fresh crop per epoch.
+
+    cgd_mae with ``distill.targets: cached`` trains on the views its teacher's targets were
+    made from; any MAE-style run can train on the same views with ``cached_crops: <teacher>``
+    (the control that separates fixed crops from distillation). The views follow the run:
+    its dataset, img_size, crop_scale and ``cache_views`` (the teacher's when unset).
+    """
+    if spec["method"] == "cgd_mae" and spec["distill"]["targets"] == "cached":
+        teacher = spec["distill"]["teacher"]
+    elif spec.get("cached_crops") is not None:
+        teacher = spec["cached_crops"]
+    else:
+        return None
+    return {
+        "teacher": teacher,
+        "dataset": spec["dataset"],
+        "views": spec.get("cache_views", config["teachers"][teacher]["cache_views"]),
+        "img_size": list(spec["model"]["img_size"]),
+        "crop_scale": list(spec["crop_scale"]),
+    }
+
+
+def targets_file(config: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
+    """The cached-targets file of a run's views (``None`` without): one per teacher, dataset,
+    view count, size and crop scale, so runs that crop alike share it and no run trains on
+    crops made for another."""
+    views = cached_views(config, spec)
+    if views is None:
+        return None
+    (height, width), (smin, smax) = views["img_size"], views["crop_scale"]
+    return (
+        f"results/teacher/{views['teacher']}/targets/{views['dataset']}/"
+        f"k{views['views']}_{height}x{width}_s{smin:g}-{smax:g}.pt"
+    )
 
 
 def _check_warmup(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
@@ -494,7 +531,12 @@ def ablation_runs(config: Mapping[str, Any], name: str) -> list[tuple[Any, str]]
     ablation = config["ablations"][name]
     base, axis = ablation["base"], ablation["axis"]
     base_spec = _spec(config, base, config["runs"][base])
-    base_value = get_dotted(base_spec, axis, where=f"ablations.{name}.axis")
+    if axis == "cache_views" and axis not in base_spec and cached_views(config, base_spec):
+        base_value = cached_views(config, base_spec)["views"]  # the teacher's, when unset
+    elif axis in OPTIONAL_PRETRAIN_KEYS:
+        base_value = base_spec.get(axis)
+    else:
+        base_value = get_dotted(base_spec, axis, where=f"ablations.{name}.axis")
     runs = []
     for k, value in enumerate(ablation["values"]):
         run = base if value == base_value else ablation_run_name(base, axis, value)

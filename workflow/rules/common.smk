@@ -16,6 +16,7 @@ from cgdmae.config import (
     check_datasets,
     check_paths,
     run_spec,
+    targets_file,
     task_entry,
     validate_config,
 )
@@ -87,8 +88,9 @@ def anchor_templates():
 
 
 def pretrain_inputs(wildcards):
-    """Images; for cgd_mae the CLIP teacher (and its cached targets when configured); for a
-    distilled mae_lite the teacher run's checkpoint, so the teacher run is trained first.
+    """Images; the cached targets of a run on fixed views (cgd_mae's, or ``cached_crops``);
+    for cgd_mae the CLIP teacher; for a distilled mae_lite the teacher run's checkpoint, so
+    the teacher run is trained first.
     """
     spec = run_spec(config, wildcards.run)
     inputs = {"images": image_source(spec["dataset"])}
@@ -100,10 +102,9 @@ def pretrain_inputs(wildcards):
         inputs["teacher"] = f"results/teacher/{teacher}/model"
         key = text_anchors_key(spec["distill"]["templates"])
         inputs["text_anchors"] = f"results/teacher/{teacher}/text/{key}.pt"
-        if spec["distill"]["targets"] == "cached":
-            inputs["targets"] = (
-                f"results/teacher/{teacher}/targets/{spec['dataset']}.pt"
-            )
+    targets = targets_file(config, spec)
+    if targets is not None:
+        inputs["targets"] = targets
     return inputs
 
 

@@ -27,9 +27,16 @@ rule teacher_targets:
         teacher="results/teacher/{teacher}/model",
         images=lambda wildcards: image_source(wildcards.dataset),
     output:
-        "results/teacher/{teacher}/targets/{dataset}.pt",
+        "results/teacher/{teacher}/targets/{dataset}/k{views}_{height}x{width}_s{smin}-{smax}.pt",
     log:
-        "logs/teacher/{teacher}_targets_{dataset}.log",
+        "logs/teacher/{teacher}_targets_{dataset}_k{views}_{height}x{width}_s{smin}-{smax}.log",
+    wildcard_constraints:
+        dataset="[^/]+",
+        views=r"\d+",
+        height=r"\d+",
+        width=r"\d+",
+        smin=r"[0-9.]+",
+        smax=r"[0-9.]+",
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
@@ -37,9 +44,9 @@ rule teacher_targets:
         **resources_by(teacher_resources),
         runtime=240,
     params:
-        views=lambda wildcards: config["teachers"][wildcards.teacher]["cache_views"],
-        img_size=config["pretrain"]["model"]["img_size"],
-        crop_scale=config["pretrain"]["crop_scale"],
+        views=lambda wildcards: int(wildcards.views),
+        img_size=lambda wildcards: [int(wildcards.height), int(wildcards.width)],
+        crop_scale=lambda wildcards: [float(wildcards.smin), float(wildcards.smax)],
         seed=config["seed"],
     script:
         "../scripts/teacher_targets.py"
