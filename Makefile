@@ -76,13 +76,17 @@ pull: $(STAMP)
 	$(BIN)/dvc pull
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIGFILE) --touch all
 
-## Version and upload what Snakemake built. Only an up-to-date DAG is pushed; `dvc commit`
-## relinks the files from its cache (new mtimes), so they are marked up to date again after it.
+## Version and upload what Snakemake built. Only an up-to-date DAG is pushed. params.yaml is
+## set to CONFIGFILE first, so dvc.lock records the config that built results/ (commit both);
+## `dvc commit` relinks the files from its cache (new mtimes), so they are marked up to date
+## again after it.
 push: $(STAMP)
 	test -z "$(DVC_REMOTE)" || $(BIN)/dvc remote modify --local local url "$(DVC_REMOTE)"
 	$(BIN)/snakemake all --cores 1 --configfile $(CONFIGFILE) --dry-run --quiet 2>&1 \
 		| grep -q "Nothing to be done" \
 		|| { echo "make push: results/ is out of date; run make demo first" >&2; exit 1; }
+	printf '%s\nconfigfile: %s\n' "# The config file the DVC stages pass to Snakemake (dvc.yaml templates \$${configfile})." \
+		"$(CONFIGFILE)" > params.yaml
 	$(BIN)/dvc commit --force
 	$(BIN)/snakemake --cores 1 --configfile $(CONFIGFILE) --touch all
 	$(BIN)/dvc push

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 from test_workflow_data import ROOT, TINY, snakemake
 
 # run -> method
@@ -165,7 +166,8 @@ def test_dvc_pull_rebuilds_without_training(built, tmp_path):
     origin, fresh, remote = tmp_path / "origin", tmp_path / "fresh", tmp_path / "remote"
     run(["git", "clone", "-q", str(ROOT), str(origin)], tmp_path)
     shutil.copy(TINY, origin / "tiny.yaml")
-    (origin / "params.yaml").write_text("configfile: tiny.yaml\n")
+    # params.yaml names another config: the push records its lock for the one it pushed
+    (origin / "params.yaml").write_text("configfile: config/config.yaml\n")
     for path in ("results", "paper/report.html"):
         source, target = built / path, origin / path
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
@@ -175,6 +177,11 @@ def test_dvc_pull_rebuilds_without_training(built, tmp_path):
     run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", "--cores", "1",
          "--touch", "all"], origin, env=env)  # fmt: skip
     run([*make, "push"], origin, env=env)
+    assert (origin / "params.yaml").read_text().endswith("configfile: tiny.yaml\n")
+    lock = yaml.safe_load((origin / "dvc.lock").read_text())
+    stage = lock["stages"]["pretrain"]
+    assert "--configfile tiny.yaml" in stage["cmd"]
+    assert "tiny.yaml" in [dep["path"] for dep in stage["deps"]]
     # dvc commit relinked the files (new mtimes): the pushing clone must still be up to date
     dry = run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", "-n", "all"],
               origin, env=env)  # fmt: skip
