@@ -9,6 +9,7 @@ results directory can read them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -51,3 +52,25 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     """``data`` as indented JSON with sorted keys, through :func:`atomic_write`."""
     text = json.dumps(data, indent=2, sort_keys=True).encode()
     atomic_write(path, lambda f: f.write(text))
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(root: str | Path) -> str:
+    """SHA-256 (16 hex digits) of a dataset's file list: every file under ``root`` with its
+    size, sorted. A number traced through it names the exact data it was measured on (a file
+    added, removed or rewritten at another size changes it) without reading the images."""
+    root = Path(root)
+    listing = sorted(
+        f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}"
+        for path in root.rglob("*")
+        if path.is_file()
+    )
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]

@@ -3,7 +3,8 @@
 
 rule table_main:
     input:
-        metrics_of([(run, run) for run in config["runs"]], configured_tasks()),
+        metrics=metrics_of([(run, run) for run in config["runs"]], configured_tasks()),
+        teachers=expand("results/teacher/{teacher}/metrics.json", teacher=config["teachers"]),
     output:
         tex="results/tables/main.tex",
         json="results/metrics/main.json",
@@ -28,9 +29,10 @@ rule table_main:
 
 rule table_ablation:
     input:
-        lambda wildcards: metrics_of(
+        metrics=lambda wildcards: metrics_of(
             ablation_rows(wildcards.name), ablation_tasks(wildcards.name)
         ),
+        teachers=expand("results/teacher/{teacher}/metrics.json", teacher=config["teachers"]),
     output:
         tex="results/tables/ablation_{name}.tex",
         json="results/metrics/ablation_{name}.json",

@@ -5,7 +5,8 @@ from cgdmae.report.tables import build_table, load_records, write_metrics, write
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
-    records = dict(zip(snakemake.input, ([r] for r in load_records(snakemake.input)), strict=True))
+    metrics = snakemake.input.metrics
+    records = dict(zip(metrics, ([r] for r in load_records(metrics)), strict=True))
     table = build_table(
         snakemake.params.caption,
         snakemake.params.row_header,
@@ -14,7 +15,9 @@ with rule_logging(snakemake.log[0]) as log:
         records,
     )
     records_flat = [r for rs in records.values() for r in rs]
-    table.provenance = provenance(snakemake.config, snakemake.params.config_files, records_flat)
+    table.provenance = provenance(
+        snakemake.config, snakemake.params.config_files, records_flat, snakemake.input.teachers
+    )
     log.info("wrote %s", write_table(table, snakemake.output.tex.removesuffix(".tex")))
     if snakemake.output.get("json"):  # the numbers, for dvc metrics show / diff
         log.info("wrote %s", write_metrics(table, snakemake.output.json))

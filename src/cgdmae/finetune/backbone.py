@@ -13,7 +13,6 @@ convolution keeps its kernel but steps by the stride, so the grid is ((H − p) 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +36,6 @@ def encoder_architecture(model_cfg: dict[str, Any]) -> dict[str, int]:
         "depth": model_cfg.get("depth") or depth,
         "num_heads": model_cfg.get("num_heads") or heads,
     }
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def strided_grid(img_size: tuple[int, int], patch: int, stride: int) -> tuple[int, int]:

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from cgdmae.data import RandomIdentitySampler
-from cgdmae.files import write_json
-from cgdmae.finetune.backbone import file_sha256, load_vit
+from cgdmae.files import dataset_fingerprint, file_sha256, write_json
+from cgdmae.finetune.backbone import load_vit
 from cgdmae.finetune.data import TaskData, make_dataset, task_data
 from cgdmae.finetune.evaluate import evaluate_task
 from cgdmae.finetune.tasks import (
@@ -231,6 +231,7 @@ def run_finetune(
         "model": model_cfg,
         "encoder": str(encoder),
         "encoder_sha256": file_sha256(encoder),
+        "dataset_fingerprint": dataset_fingerprint(dataset["path"]),
         "num_train": len(data.train),
         "num_test": data.num_test,
         "epochs": results[0].epochs_run,

@@ -1,4 +1,5 @@
-"""Where a number came from: config hash, git commit, package versions, devices."""
+"""Where a number came from: config hash, git commit, package versions, devices, and the
+fingerprints of the data and the teacher weights it was measured with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import subprocess
 from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 PACKAGES = ("cgdmae", "torch", "timm", "open_clip_torch", "snakemake")
@@ -41,13 +43,33 @@ def package_versions() -> str:
 
 
 def provenance(
-    config: Mapping[str, Any], config_files: Iterable[str], records: Iterable[Mapping[str, Any]]
+    config: Mapping[str, Any],
+    config_files: Iterable[str],
+    records: Iterable[Mapping[str, Any]],
+    teacher_metrics: Iterable[str | Path] = (),
 ) -> dict[str, str]:
+    """The provenance lines of a table built from fine-tuning ``records`` (metrics.json), with
+    each dataset's file-list fingerprint and each teacher's weights SHA-256 (first 12 digits)
+    from its ``teacher_metrics`` file."""
+    records = list(records)
     devices = sorted({str(r.get("device", "unknown")) for r in records})
+    data = sorted(
+        {
+            f"{Path(r['dataset']['path']).name} {r['dataset_fingerprint']}"
+            for r in records
+            if "dataset_fingerprint" in r
+        }
+    )
+    teachers = []
+    for path in teacher_metrics:
+        weights = json.loads(Path(path).read_text()).get("weights_sha256", "unknown")
+        teachers.append(f"{Path(path).parent.name} {weights[:12]}")
     return {
         "config": ", ".join(config_files) or "embedded default",
         "config hash": config_hash(config),
         "commit": git_commit(),
         "packages": package_versions(),
         "devices": ", ".join(devices) or "none",
+        "data": ", ".join(data) or "none",
+        "teacher weights": ", ".join(sorted(teachers)) or "none",
     }
