@@ -638,3 +638,33 @@ def apply_limits(
         floor = 2 * multiple_of if multiple_of > 1 else 1
         spec["batch_size"] = max(floor, cap - cap % multiple_of)
     return spec
+
+
+# the downstream tasks, in the order of the main table's columns
+TASKS = tuple(TASK_FORMATS)
+
+
+def finetune_spec(config: Mapping[str, Any], task: str, dataset: str) -> dict[str, Any]:
+    """A task's fine-tuning settings for one dataset (its per_dataset entry applied), without
+    the dataset list or other datasets' entries (adding either reruns nothing), under the
+    config's ``limits``."""
+    from cgdmae.finetune.spec import dataset_spec
+
+    spec = dataset_spec(config["finetune"][task], dataset)
+    limits = config.get("limits", {})
+    return apply_limits(spec, limits, spec["instances"] if task == "reid" else 1)
+
+
+def finetune_jobs(config: Mapping[str, Any], runs: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(run, task, dataset) to fine-tune: every task for declared runs, the ablation's tasks
+    for the runs an ablation adds."""
+    runs = list(runs)
+    jobs = []
+    for run in runs:
+        if run in config["runs"]:
+            jobs += [(run, t, d) for t in TASKS for d in config["finetune"][t]["datasets"]]
+    for name, ablation in config.get("ablations", {}).items():
+        for _, run in ablation_runs(config, name):
+            if run in runs:
+                jobs += [(run, *task_entry(entry)) for entry in ablation["tasks"]]
+    return list(dict.fromkeys(jobs))

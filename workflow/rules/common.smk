@@ -12,15 +12,16 @@ from cgdmae.config import (
     SYNTHETIC_ROOT,
     ablation_runs,
     all_runs,
-    apply_limits,
     check_datasets,
     check_paths,
+    TASKS,
+    finetune_jobs,
+    finetune_spec,
     run_spec,
     targets_file,
     task_entry,
     validate_config,
 )
-from cgdmae.finetune.spec import dataset_spec
 from cgdmae.workflow import provenance_path
 
 PAPER = Path(workflow.basedir) / "paper"
@@ -108,40 +109,11 @@ def pretrain_inputs(wildcards):
     return inputs
 
 
-TASKS = ("reid", "var", "vfr", "vps")
-
-
-def finetune_spec(task, dataset):
-    """A task's fine-tuning settings for one dataset (its per_dataset entry applied), without
-    the dataset list or other datasets' entries (adding either reruns nothing), under the
-    config's ``limits``."""
-    spec = dataset_spec(config["finetune"][task], dataset)
-    return apply_limits(
-        spec, config["limits"], spec["instances"] if task == "reid" else 1
-    )
-
-
-def finetune_jobs(runs):
-    """(run, task, dataset) to fine-tune: every task for declared runs, the ablation's tasks
-    for the runs an ablation adds."""
-    jobs = []
-    for run in runs:
-        if run in config["runs"]:
-            jobs += [
-                (run, t, d) for t in TASKS for d in config["finetune"][t]["datasets"]
-            ]
-    for name, ablation in config["ablations"].items():
-        for _, run in ablation_runs(config, name):
-            if run in runs:
-                jobs += [(run, *task_entry(entry)) for entry in ablation["tasks"]]
-    return list(dict.fromkeys(jobs))
-
-
 def finetune_targets(runs):
     """metrics.json of each fine-tuning job of ``runs``."""
     return [
         f"results/finetune/{run}/{task}/{dataset}/metrics.json"
-        for run, task, dataset in finetune_jobs(runs)
+        for run, task, dataset in finetune_jobs(config, runs)
     ]
 
 

@@ -22,7 +22,7 @@ rule finetune:
         **job_resources(config["finetune"]["gpus"]),
         runtime=config["finetune"]["runtime"],
     params:
-        spec=lambda wildcards: finetune_spec(wildcards.task, wildcards.dataset),
+        spec=lambda wildcards: finetune_spec(config, wildcards.task, wildcards.dataset),
         model=lambda wildcards: run_spec(config, wildcards.run)["model"],
         dataset=lambda wildcards: config["datasets"][wildcards.dataset],
         seeds=config["seeds"],

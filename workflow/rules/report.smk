@@ -168,7 +168,7 @@ rule report:
             "runs": all_runs(config),
             "curation": list(config["curation"]["subsets"]),
             "ablations": list(config["ablations"]),
-            "finetune": [list(job) for job in finetune_jobs(all_runs(config))],
+            "finetune": [list(job) for job in finetune_jobs(config, all_runs(config))],
         },
     script:
         "../scripts/report.py"

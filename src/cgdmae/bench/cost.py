@@ -38,12 +38,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from cgdmae.config import ablation_runs, all_runs, apply_limits, load_config, run_spec, task_entry
+from cgdmae.config import all_runs, finetune_jobs, finetune_spec, load_config, run_spec
 from cgdmae.curation.subsets import parse_subset, subset_size
-from cgdmae.finetune.spec import dataset_spec
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
-TASKS = ("reid", "var", "vfr", "vps")  # workflow/rules/common.smk's order
 
 PEAK_TFLOPS = 989.0  # H100 / H200 dense bf16
 MFU = 0.28  # compiled MAE ViT-B/16 at 224 on one H200 (docs/benchmarks.md)
@@ -320,27 +318,6 @@ def finetune_flops(
 
 
 # ---- the DAG ------------------------------------------------------------------------------------
-def finetune_spec(config: Mapping[str, Any], task: str, dataset: str) -> dict[str, Any]:
-    """As workflow/rules/common.smk: the task's settings for the dataset, under ``limits``."""
-    spec = dataset_spec(config["finetune"][task], dataset)
-    limits = config.get("limits", {})
-    return apply_limits(spec, limits, spec["instances"] if task == "reid" else 1)
-
-
-def finetune_jobs(config: Mapping[str, Any], runs: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(run, task, dataset) that ``all`` fine-tunes, as workflow/rules/common.smk lists them:
-    every task for declared runs, the ablation's tasks for the runs an ablation adds."""
-    jobs = []
-    for run in runs:
-        if run in config["runs"]:
-            jobs += [(run, t, d) for t in TASKS for d in config["finetune"][t]["datasets"]]
-    for name, ablation in config["ablations"].items():
-        for _, run in ablation_runs(config, name):
-            if run in runs:
-                jobs += [(run, *task_entry(entry)) for entry in ablation["tasks"]]
-    return list(dict.fromkeys(jobs))
-
-
 @dataclass
 class Row:
     stage: str
