@@ -668,3 +668,18 @@ def finetune_jobs(config: Mapping[str, Any], runs: Iterable[str]) -> list[tuple[
             if run in runs:
                 jobs += [(run, *task_entry(entry)) for entry in ablation["tasks"]]
     return list(dict.fromkeys(jobs))
+
+
+def teachers_of(config: Mapping[str, Any], runs: Iterable[str]) -> list[str]:
+    """The CLIP teachers ``runs`` were trained with: cgd_mae's, and the one whose cached views
+    a run trains on. A table's provenance quotes their weights' hashes."""
+    teachers = set()
+    for run in runs:
+        spec = run_spec(config, run)
+        if spec["method"] == "cgd_mae":
+            teachers.add(spec["distill"]["teacher"])
+        views = cached_views(config, spec)
+        if views is not None:
+            teachers.add(views["teacher"])
+    return sorted(teachers)
+

@@ -20,6 +20,7 @@ from cgdmae.config import (
     run_spec,
     targets_file,
     task_entry,
+    teachers_of,
     validate_config,
 )
 from cgdmae.workflow import provenance_path
@@ -107,6 +108,11 @@ def pretrain_inputs(wildcards):
     if targets is not None:
         inputs["targets"] = targets
     return inputs
+
+
+def teacher_metrics(runs):
+    """metrics.json (with the weights' hash) of the teachers ``runs`` were trained with."""
+    return [f"results/teacher/{t}/metrics.json" for t in teachers_of(config, runs)]
 
 
 def finetune_targets(runs):

@@ -4,7 +4,7 @@
 rule table_main:
     input:
         metrics=metrics_of([(run, run) for run in config["runs"]], configured_tasks()),
-        teachers=expand("results/teacher/{teacher}/metrics.json", teacher=config["teachers"]),
+        teachers=teacher_metrics(config["runs"]),
     output:
         tex="results/tables/main.tex",
         json="results/metrics/main.json",
@@ -32,7 +32,9 @@ rule table_ablation:
         metrics=lambda wildcards: metrics_of(
             ablation_rows(wildcards.name), ablation_tasks(wildcards.name)
         ),
-        teachers=expand("results/teacher/{teacher}/metrics.json", teacher=config["teachers"]),
+        teachers=lambda wildcards: teacher_metrics(
+            run for _, run in ablation_rows(wildcards.name)
+        ),
     output:
         tex="results/tables/ablation_{name}.tex",
         json="results/metrics/ablation_{name}.json",
