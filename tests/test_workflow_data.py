@@ -27,7 +27,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         env=env,
-        timeout=900,
+        timeout=1800,  # the tiny DAG takes ~5 min alone; a loaded CI machine, far longer
     )
 
 

@@ -682,4 +682,3 @@ def teachers_of(config: Mapping[str, Any], runs: Iterable[str]) -> list[str]:
         if views is not None:
             teachers.add(views["teacher"])
     return sorted(teachers)
-
