@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from cgdmae.config import all_runs, finetune_jobs, finetune_spec, load_config, run_spec
 from cgdmae.curation.subsets import parse_subset, subset_size
+from cgdmae.pretrain.teacher import hub_offline, small_clip
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -131,23 +131,6 @@ def train_step_flops(module: nn.Module, *args: Any) -> tuple[float, float]:
 
 
 # ---- models -------------------------------------------------------------------------------------
-@contextmanager
-def hub_offline() -> Iterator[None]:
-    """No Hugging Face Hub access while open_clip builds a model (random weights only)."""
-    from huggingface_hub import constants
-
-    saved = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"], constants.HF_HUB_OFFLINE = "1", True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved[1]
-        if saved[0] is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved[0]
-
-
 def on_meta(count: Callable[[], float]) -> float:
     """``count()`` with modules and inputs on the meta device (shapes only: fast, no memory);
     again on the CPU when the forward needs real values (block masks, ``.item()``)."""
@@ -167,14 +150,7 @@ def teacher_clip(spec: Mapping[str, Any]) -> nn.Module:
         with hub_offline():
             device = torch.get_default_device()
             return open_clip.create_model(spec["name"], pretrained=None, device=device)
-    m = spec["model"]
-    return open_clip.CLIP(
-        embed_dim=m["embed_dim"],
-        vision_cfg={"image_size": m["image_size"], "patch_size": m["patch_size"],
-                    "width": m["vision_width"], "layers": m["vision_layers"], "head_width": 32},
-        text_cfg={"context_length": m["context_length"], "width": m["text_width"],
-                  "heads": m["text_heads"], "layers": m["text_layers"]},
-    )  # fmt: skip
+    return small_clip(spec["model"])
 
 
 @cache
