@@ -12,7 +12,7 @@ TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: env-files venv demo test rehearsal lint format clean-results pull push paper slurm-profile
+.PHONY: env-files venv demo test rehearsal lint format clean-results pull push paper slurm-profile check-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ rehearsal: $(STAMP)
 	grep -o "sbatch call: .*" $(REHEARSAL_DIR)/snakemake.log > $(REHEARSAL_DIR)/sbatch.log; \
 	$(BIN)/python -m cgdmae.rehearsal $(REHEARSAL_DIR) --config $(REHEARSAL_CONFIGS) \
 		--seconds $$(( $$(date +%s) - start ))
+
+## Decode every image of CONFIGFILE's datasets and list the corrupt ones with their config key
+## (exit 1 if any): run it before a long cluster run.
+check-data: $(STAMP)
+	$(BIN)/python -m cgdmae.data.scan $(CONFIGFILE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow/scripts

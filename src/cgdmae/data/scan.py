@@ -1,0 +1,86 @@
+"""``python -m cgdmae.data.scan CONFIG...`` (``make check-data``): decode every image first.
+
+The dataset check that runs before any job reads each dataset's lists and checks that the
+listed images exist, but decoding them all costs a full read of the data, so it is not done
+there. A corrupt or truncated JPEG otherwise stops a training job mid-epoch, hours in. This
+scan decodes every image file under each configured dataset (in parallel), lists the bad ones
+with the config key that points at them, and exits 1 when there are any, so a cluster run can
+be started on data known to decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from cgdmae.data.datasets import load_rgb
+from cgdmae.data.errors import DatasetFormatError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def image_files(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (by suffix), sorted."""
+    return sorted(
+        p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+
+
+def decode_error(path: Path) -> str | None:
+    """Why ``path`` does not decode as an RGB image, or ``None`` when it does."""
+    try:
+        load_rgb(path)
+    except DatasetFormatError as exc:
+        return str(exc)
+    return None
+
+
+def scan(
+    datasets: Mapping[str, Mapping[str, Any]], workers: int = 1, skip_prefix: str = "results/"
+) -> tuple[int, list[tuple[str, str]]]:
+    """(images decoded, [(config key, error)]) over the ``datasets`` section of a config.
+
+    Datasets under ``skip_prefix`` that do not exist yet are written by the workflow later
+    and are skipped.
+    """
+    keyed: list[tuple[str, Path]] = []
+    for name, spec in datasets.items():
+        if str(spec["path"]).startswith(skip_prefix) and not Path(spec["path"]).exists():
+            continue
+        keyed += [(f"datasets.{name}.path", p) for p in image_files(spec["path"])]
+    paths = [p for _, p in keyed]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        errors = list(pool.map(decode_error, paths, chunksize=64))
+    bad = [(key, error) for (key, _), error in zip(keyed, errors, strict=True) if error]
+    return len(paths), bad
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    from cgdmae.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="+", help="config files, later ones overriding")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(None if argv is None else list(argv))
+    datasets: dict[str, Any] = {}
+    for path in args.configs:
+        try:
+            datasets |= load_config(path, SCHEMA).get("datasets", {})
+        except ConfigError as exc:
+            print(f"check-data: {exc}", file=sys.stderr)
+            return 2
+    count, bad = scan(datasets, args.workers)
+    for key, error in bad:
+        print(f"config key '{key}': {error}", file=sys.stderr)
+    print(f"check-data: {count} images decoded, {len(bad)} corrupt")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
