@@ -510,9 +510,14 @@ def cache_teacher_targets(
     embeds = torch.zeros(n, views, teacher.embed_dim, dtype=torch.float16)
     pending: list[tuple[int, int, torch.Tensor]] = []
 
+    device = teacher.mean.device
+
     def flush() -> None:
-        batch = torch.stack([t for _, _, t in pending]).to(teacher.mean.device)
-        out = teacher.encode_image(batch).half().cpu()
+        batch = torch.stack([t for _, _, t in pending]).to(device)
+        # bf16 on a GPU, as the engine's autocast runs an online teacher: 6.7× the fp32
+        # forward of ViT-L/14 on an H200 (docs/benchmarks.md); the embeddings are stored in fp16
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            out = teacher.encode_image(batch).half().cpu()
         for (i, k, _), e in zip(pending, out, strict=True):
             embeds[i, k] = e
         pending.clear()
