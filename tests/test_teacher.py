@@ -232,6 +232,12 @@ def test_cached_targets_match_the_online_teacher_on_the_same_crop(trained, pool,
         teacher, paths, again, views=3, img_size=(20, 20), scale=(0.3, 1.0), seed=1
     )
     assert torch.equal(TeacherTargets.load(again).crops, targets.crops)  # fixed views
+    workers = tmp_path / "workers.pt"  # decoded in 2 loader workers: the same file's contents
+    cache_teacher_targets(teacher, paths, workers, views=3, img_size=(20, 20), scale=(0.3, 1.0),
+                          seed=1, batch_size=4, num_workers=2)  # fmt: skip
+    in_workers = TeacherTargets.load(workers)
+    assert torch.equal(in_workers.crops, targets.crops)
+    assert torch.equal(in_workers.embeds, targets.embeds)
     views = targets.embeds[4].float()
     assert (views[0] - views[1]).abs().max() > 1e-2  # so matching the right view means something
     dataset = PretrainDataset(

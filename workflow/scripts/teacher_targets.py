@@ -13,5 +13,7 @@ with rule_logging(snakemake.log[0]) as log:
         img_size=tuple(snakemake.params.img_size),
         scale=tuple(snakemake.params.crop_scale),
         seed=snakemake.params.seed,
+        # decode workers: the job's CPUs but the one that feeds the teacher
+        num_workers=max(0, int(snakemake.resources.get("cpus_per_task", 1)) - 1),
     )
     log.info("wrote %s", snakemake.output[0])

@@ -26,6 +26,7 @@ import torchvision.transforms.functional as TF
 from open_clip.loss import ClipLoss
 from timm.scheduler import CosineLRScheduler
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cgdmae.data import PoolRecord, load_rgb
@@ -486,6 +487,36 @@ def train_small_teacher(
 
 
 # ---- cached targets -----------------------------------------------------------------------------
+class TargetViews(Dataset):
+    """The K fixed views of each image, decoded in loader workers. A view's crop is drawn from
+    (seed, image, view) alone, so the views do not depend on the worker count or order."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        views: int,
+        img_size: tuple[int, int],
+        scale: tuple[float, float],
+        seed: int,
+        hflip: bool = True,
+    ):
+        self.paths, self.views, self.img_size = list(paths), views, tuple(img_size)
+        self.scale, self.seed, self.hflip = tuple(scale), seed, hflip
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        image = load_rgb(self.paths[i])
+        rows, views = [], []
+        for k in range(self.views):
+            rng = np.random.default_rng([self.seed, 7919, i, k])
+            crop = sample_crop(rng, image.width, image.height, self.scale, self.hflip)
+            rows.append(crop.as_row())
+            views.append(apply_crop(image, crop, self.img_size))
+        return i, torch.tensor(rows, dtype=torch.int32), torch.stack(views)
+
+
 def cache_teacher_targets(
     teacher: Teacher,
     paths: Sequence[str | Path],
@@ -497,43 +528,33 @@ def cache_teacher_targets(
     seed: int,
     hflip: bool = True,
     batch_size: int = 128,
+    num_workers: int = 0,
 ) -> None:
     """For K fixed augmented views per image: the crop and the teacher's unit-norm embedding.
 
     Saved as ``{"paths", "crops": int32 [N, K, 5] (top, left, height, width, flip),
     "embeds": float16 [N, K, C], "views"}``. The teacher sees the crop at the student's
     resolution (then resized to its own), exactly what the online mode gives it, so cached and
-    online targets agree.
+    online targets agree. Images are decoded and cropped by ``num_workers`` loader workers (the
+    teacher's forward is 7× faster than one process decodes, docs/benchmarks.md); on a GPU the
+    teacher runs under bf16 autocast, as the engine's autocast runs an online teacher.
     """
     n = len(paths)
     crops = torch.zeros(n, views, 5, dtype=torch.int32)
     embeds = torch.zeros(n, views, teacher.embed_dim, dtype=torch.float16)
-    pending: list[tuple[int, int, torch.Tensor]] = []
-
     device = teacher.mean.device
-
-    def flush() -> None:
-        batch = torch.stack([t for _, _, t in pending]).to(device)
-        # bf16 on a GPU, as the engine's autocast runs an online teacher: 6.7× the fp32
-        # forward of ViT-L/14 on an H200 (docs/benchmarks.md); the embeddings are stored in fp16
+    loader = DataLoader(
+        TargetViews(paths, views, img_size, scale, seed, hflip),
+        batch_size=max(1, batch_size // views),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    for index, rows, images in tqdm(loader, desc="teacher targets", disable=None):
+        batch = images.flatten(0, 1).to(device, non_blocking=True)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             out = teacher.encode_image(batch).half().cpu()
-        for (i, k, _), e in zip(pending, out, strict=True):
-            embeds[i, k] = e
-        pending.clear()
-
-    for i, path in enumerate(tqdm(paths, desc="teacher targets", disable=None)):
-        image = load_rgb(path)
-        for k in range(views):
-            crop = sample_crop(
-                np.random.default_rng([seed, 7919, i, k]), image.width, image.height, scale, hflip
-            )
-            crops[i, k] = torch.tensor(crop.as_row(), dtype=torch.int32)
-            pending.append((i, k, apply_crop(image, crop, img_size)))
-            if len(pending) >= batch_size:
-                flush()
-    if pending:
-        flush()
+        crops[index] = rows
+        embeds[index] = out.view(len(index), views, -1)
     atomic_save(
         {
             "paths": [str(p) for p in paths],
