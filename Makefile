@@ -36,17 +36,20 @@ test: $(STAMP)
 ## works in $(REHEARSAL_DIR)/, so results/ is left alone; sbatch lines: $(REHEARSAL_DIR)/sbatch.log.
 REHEARSAL_DIR ?= .rehearsal
 REHEARSAL_FLAGS ?=
+REHEARSAL_NEED_GB ?= 30
 REHEARSAL_CONFIGS = $(abspath config/paper.yaml) $(abspath config/rehearsal.yaml)
 rehearsal: $(STAMP)
-	NGPU=2 bash tests/slurm/single_node.sh
 	mkdir -p $(REHEARSAL_DIR)
+	$(BIN)/python -m cgdmae.rehearsal $(REHEARSAL_DIR) --need-gb $(REHEARSAL_NEED_GB)
+	NGPU=2 bash tests/slurm/single_node.sh
 	start=$$(date +%s); \
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake all --profile profiles/slurm \
 		--configfile $(REHEARSAL_CONFIGS) --snakefile $(abspath Snakefile) \
 		--directory $(REHEARSAL_DIR) \
 		--slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
 		--latency-wait 10 --verbose $(REHEARSAL_FLAGS) 2> $(REHEARSAL_DIR)/snakemake.log \
-		|| { tail -n 80 $(REHEARSAL_DIR)/snakemake.log >&2; exit 1; }; \
+		|| { tail -n 40 $(REHEARSAL_DIR)/snakemake.log >&2; \
+		     $(BIN)/python -m cgdmae.rehearsal $(REHEARSAL_DIR) --failures; exit 1; }; \
 	grep -o "sbatch call: .*" $(REHEARSAL_DIR)/snakemake.log > $(REHEARSAL_DIR)/sbatch.log; \
 	$(BIN)/python -m cgdmae.rehearsal $(REHEARSAL_DIR) --config $(REHEARSAL_CONFIGS) \
 		--seconds $$(( $$(date +%s) - start ))

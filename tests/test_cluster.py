@@ -227,6 +227,27 @@ def test_rehearsal_check_flags_what_a_cluster_admin_would_refuse():
     assert any("teacher_targets asked for no GPU" in p for p in problems)
 
 
+def test_a_failed_rehearsal_shows_each_failed_jobs_log_and_the_free_disk(tmp_path):
+    """CI keeps only the end of the output: the reason a job failed must be in it."""
+    from cgdmae.rehearsal import check_disk, main, report_failures
+
+    (tmp_path / "logs" / "finetune").mkdir(parents=True)
+    (tmp_path / "logs" / "finetune" / "a.log").write_text("step 1\nOSError: [Errno 28] No space\n")
+    error = (
+        "Error in rule finetune:\n    message: SLURM-job '7' failed\n    jobid: 38\n"
+        "    output: results/finetune/a/metrics.json\n"
+        "    log: logs/finetune/a.log, .snakemake/slurm_logs/7.log (check log file(s) for error "
+        "details)\n\nTrying to restart job 38.\n"
+    )
+    (tmp_path / "snakemake.log").write_text("Select jobs\n" + error + error + "Exiting\n")
+    assert main([str(tmp_path), "--failures"]) == 1
+    report = report_failures(tmp_path)
+    assert report.count("==== failed: rule finetune, logs/finetune/a.log") == 1
+    assert "OSError: [Errno 28] No space" in report and "free disk in" in report
+    assert check_disk(tmp_path, 1e9).startswith(f"{tmp_path} has ")
+    assert check_disk(tmp_path, 0.0) is None
+
+
 def test_environment_files_agree():
     top = (ROOT / "environment.yml").read_text()
     rules = (ROOT / "workflow" / "envs" / "cgdmae.yaml").read_text()

@@ -463,15 +463,20 @@ def test_readme_states_the_kl_direction_the_code_computes():
 
 
 def test_cached_targets_follow_the_run_that_uses_them():
-    """The targets file is keyed on the run's dataset, view count, size and crop scale: a run
-    cropping otherwise gets its own file, runs cropping alike share one, and the MAE control
-    on fixed crops (cached_crops) trains on exactly cgd_mae's views."""
+    """The targets file is keyed on the run's dataset, size and crop scale: a run cropping
+    otherwise gets its own file, runs cropping alike share one (the most views any of them
+    uses: a run with fewer reads the first ones), and the MAE control on fixed crops
+    (cached_crops) trains on exactly cgd_mae's views."""
     config = default_config()
     config["ablations"] = {}
     config["runs"] |= {
         "cgd_small": {"method": "cgd_mae", "overrides": {"model.img_size": [32, 32]}},
         "cgd_scale": {"method": "cgd_mae", "overrides": {"crop_scale": [0.5, 1.0]}},
         "cgd_k1": {"method": "cgd_mae", "overrides": {"cache_views": 1}},
+        "cgd_small_k8": {
+            "method": "cgd_mae",
+            "overrides": {"cache_views": 8, "model.img_size": [32, 32]},
+        },
         "cgd_lam": {"method": "cgd_mae", "overrides": {"distill.lambda": 0.5}},
         "mae_fixed": {"method": "mae", "overrides": {"cached_crops": "clip_small"}},
         "cgd_online": {"method": "cgd_mae", "overrides": {"distill.targets": "online"}},
@@ -479,10 +484,10 @@ def test_cached_targets_follow_the_run_that_uses_them():
     config = validate_config(config, SCHEMA)
     files = {run: targets_file(config, run_spec(config, run)) for run in config["runs"]}
     assert files["cgd_mae"] == "results/teacher/clip_small/targets/pool/k4_64x64_s0.2-1.pt"
-    assert files["cgd_small"].endswith("/pool/k4_32x32_s0.2-1.pt")
+    assert files["cgd_small"] == files["cgd_small_k8"]
+    assert files["cgd_small"].endswith("/pool/k8_32x32_s0.2-1.pt")
     assert files["cgd_scale"].endswith("/pool/k4_64x64_s0.5-1.pt")
-    assert files["cgd_k1"].endswith("/pool/k1_64x64_s0.2-1.pt")
-    assert files["cgd_lam"] == files["mae_fixed"] == files["cgd_mae"]
+    assert files["cgd_lam"] == files["mae_fixed"] == files["cgd_mae"] == files["cgd_k1"]
     assert files["cgd_online"] is None and files["mae"] is None
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from cgdmae.pretrain.checkpoint import load_checkpoint
+from cgdmae.pretrain.checkpoint import CheckpointError, drop_optimizer_state, load_checkpoint
 from cgdmae.pretrain.distributed import DistEnv, EpochShardSampler
 from cgdmae.pretrain.engine import (
     EXIT_PREEMPTED,
@@ -507,6 +507,25 @@ def test_step_cap_stops_mid_epoch_and_matches_the_uncapped_run_up_to_there(strai
     assert resumed["step"] == reference_state["step"] == 16
     for k, v in reference_state["model"].items():
         assert torch.equal(resumed["model"][k], v), k
+
+
+def test_a_finished_jobs_checkpoint_drops_the_optimizer_and_still_reexports(tmp_path):
+    """What a pre-training job leaves: weights and progress without AdamW's moments (a third
+    of the size, no previous checkpoint); its retry only re-exports, and continuing it is
+    refused with the file named, not resumed with a fresh optimizer."""
+    snapshot, capped = {"mask_ratio": 0.5}, TrainConfig(**{**CFG, "save_every": 1}, max_steps=6)
+    train(TinyMethod(), Vectors(), capped, tmp_path, config_snapshot=snapshot)
+    checkpoint = tmp_path / "checkpoint.pth"
+    full = checkpoint.stat().st_size
+    drop_optimizer_state(checkpoint)
+    saved = load_checkpoint(checkpoint)
+    assert saved["optimizer"] is None and saved["step"] == 6 and checkpoint.stat().st_size < full
+    assert not (tmp_path / "checkpoint.prev.pth").exists()
+    (tmp_path / "encoder.pth").unlink()
+    again = train(TinyMethod(), Vectors(), capped, tmp_path, config_snapshot=snapshot)
+    assert again.steps == 6 and (tmp_path / "encoder.pth").is_file()
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pth: holds no optimizer state"):
+        train(TinyMethod(), Vectors(), TrainConfig(**CFG), tmp_path, config_snapshot=snapshot)
 
 
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(straight, tmp_path):

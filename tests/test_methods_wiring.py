@@ -179,6 +179,19 @@ def trained(pool, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def test_a_run_publishes_its_checkpoint_without_optimizer_state(trained, pool):
+    """The published checkpoint is the work one (a hard link) minus the optimizer state, and
+    a retried job that finds it re-exports the same encoder."""
+    out = trained["mae"]
+    assert load_checkpoint(out / "checkpoint.pth")["optimizer"] is None
+    assert (out / "checkpoint.pth").samefile(out / "work" / "checkpoint.pth")
+    before = (out / "encoder.pth").read_bytes()
+    spec = run_spec(tiny_config(), "mae")
+    spec["epochs"], spec["warmup_epochs"] = 1, 0
+    run_pretraining(spec, pool, out)
+    assert (out / "encoder.pth").read_bytes() == before
+
+
 @pytest.mark.parametrize("run", SEED_RUNS)
 def test_each_seed_method_exports_a_timm_loadable_encoder(trained, run):
     config = tiny_config()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cgdmae.data import read_pool
+from cgdmae.data import DatasetFormatError, read_pool
 from cgdmae.data.synth.world import VERI_COLORS, VERI_TYPES
 from cgdmae.pretrain.data import PretrainDataset, TeacherTargets, denormalize, normalize
 from cgdmae.pretrain.teacher import (
@@ -238,6 +238,13 @@ def test_cached_targets_match_the_online_teacher_on_the_same_crop(trained, pool,
     in_workers = TeacherTargets.load(workers)
     assert torch.equal(in_workers.crops, targets.crops)
     assert torch.equal(in_workers.embeds, targets.embeds)
+    more = tmp_path / "more.pt"  # a 5-view store starts with the 3-view one, bit for bit
+    cache_teacher_targets(teacher, paths, more, views=5, img_size=(20, 20), scale=(0.3, 1.0),
+                          seed=1, batch_size=4)  # fmt: skip
+    first = TeacherTargets.load(more).first_views(3, more)
+    assert torch.equal(first.crops, targets.crops) and torch.equal(first.embeds, targets.embeds)
+    with pytest.raises(DatasetFormatError, match=r"more\.pt.*6 cached views.*holds 5"):
+        TeacherTargets.load(more).first_views(6, more)
     views = targets.embeds[4].float()
     assert (views[0] - views[1]).abs().max() > 1e-2  # so matching the right view means something
     dataset = PretrainDataset(

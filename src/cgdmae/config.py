@@ -423,15 +423,25 @@ def cached_views(config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str
 
 def targets_file(config: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
     """The cached-targets file of a run's views (``None`` without): one per teacher, dataset,
-    view count, size and crop scale, so runs that crop alike share it and no run trains on
-    crops made for another."""
+    size and crop scale, so runs that crop alike share it and no run trains on crops made for
+    another. View k of an image is drawn from (seed, image, k) alone, so the first K views of
+    a store with more are exactly a K-view store: the file holds the most views any run of the
+    config asks for, and a run with fewer reads its first ones (the ``cache_views`` ablation
+    costs the teacher one pass over the pool, not one per value)."""
     views = cached_views(config, spec)
     if views is None:
         return None
+    crops = {k: v for k, v in views.items() if k != "views"}
+    most = max(
+        other["views"]
+        for run in all_runs(config)
+        if (other := cached_views(config, run_spec(config, run))) is not None
+        and {k: v for k, v in other.items() if k != "views"} == crops
+    )
     (height, width), (smin, smax) = views["img_size"], views["crop_scale"]
     return (
         f"results/teacher/{views['teacher']}/targets/{views['dataset']}/"
-        f"k{views['views']}_{height}x{width}_s{smin:g}-{smax:g}.pt"
+        f"k{most}_{height}x{width}_s{smin:g}-{smax:g}.pt"
     )
 
 

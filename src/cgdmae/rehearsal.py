@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import shutil
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -123,12 +124,62 @@ def built_outputs(workdir: Path, tables: list[str]) -> list[str]:
     return [w for w in wanted if not (workdir / w).is_file()]
 
 
+def failed_jobs(snakemake_log: str) -> list[tuple[str, list[str]]]:
+    """Each failed job's ``Error in rule`` block in Snakemake's log: its rule and log files."""
+    failures = []
+    for block in re.split(r"^(?=Error in rule )", snakemake_log, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0].removeprefix("Error in rule ").split(",")[0]
+        logs = re.search(r"^\s+log: (.*?) \(check log file", block, flags=re.M)
+        failures.append((rule, logs.group(1).split(", ") if logs else []))
+    return failures
+
+
+def report_failures(workdir: Path, lines: int = 30) -> str:
+    """What CI shows when the rehearsal fails: every failed job's rule and the end of its log
+    (the reason, which the tail of Snakemake's own log does not hold), and the free disk."""
+    text = (workdir / "snakemake.log").read_text(errors="replace")
+    out, seen = [], set()
+    for rule, logs in failed_jobs(text):
+        for name in logs or ["(no log file)"]:
+            if name in seen:
+                continue
+            seen.add(name)
+            out.append(f"==== failed: rule {rule}, {name}")
+            path = workdir / name
+            if path.is_file():
+                out += path.read_text(errors="replace").splitlines()[-lines:]
+    usage = shutil.disk_usage(workdir)
+    out.append(f"==== free disk in {workdir}: {usage.free / 1e9:.1f} GB of {usage.total / 1e9:.0f}")
+    return "\n".join(out)
+
+
+def check_disk(workdir: Path, need_gb: float) -> str | None:
+    """A rehearsal writes every ViT-B run of the paper (checkpoints of about 0.8 GB each): a
+    disk too small fails jobs an hour in, so it is refused before the first one."""
+    free = shutil.disk_usage(workdir).free / 1e9
+    if free < need_gb:
+        return f"{workdir} has {free:.1f} GB free; the rehearsal needs about {need_gb:g} GB"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cgdmae.rehearsal", description=__doc__)
     p.add_argument("workdir", type=Path)
-    p.add_argument("--config", nargs="+", required=True, help="the config files of the run")
+    p.add_argument("--config", nargs="+", help="the config files of the run")
     p.add_argument("--seconds", type=float, help="wall time of the run, for the summary")
+    p.add_argument("--need-gb", type=float, help="only check that the disk has this much free")
+    p.add_argument("--failures", action="store_true", help="only show why jobs failed")
     args = p.parse_args(argv)
+    if args.need_gb is not None:
+        problem = check_disk(args.workdir, args.need_gb)
+        if problem:
+            print(f"rehearsal: {problem}", file=sys.stderr)
+        return 1 if problem else 0
+    if args.failures:
+        print(report_failures(args.workdir), file=sys.stderr)
+        return 1
+    if not args.config:
+        p.error("--config is required to check a finished rehearsal")
     import yaml
 
     config: dict = {}

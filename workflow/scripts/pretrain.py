@@ -5,9 +5,11 @@ import json
 import sys
 from pathlib import Path
 
+from cgdmae.config import cached_views
 from cgdmae.pretrain.cli import launch
 
 spec = snakemake.params.spec
+views = cached_views(snakemake.config, spec)
 argv = [
     f"--name={snakemake.wildcards.run}",
     f"--spec={json.dumps(spec, sort_keys=True)}",
@@ -16,6 +18,7 @@ argv = [
     f"--seed={snakemake.params.seed}",
     f"--teacher={snakemake.input.get('teacher', '')}",
     f"--targets={snakemake.input.get('targets', '')}",
+    *([f"--target-views={views['views']}"] if views else []),
     f"--teacher-checkpoint={snakemake.input.get('teacher_checkpoint', '')}",
     f"--text-anchors={snakemake.input.get('text_anchors', '')}",
 ]

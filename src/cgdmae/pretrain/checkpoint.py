@@ -55,6 +55,18 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     atomic_write(path, lambda f: torch.save(state, f), keep_previous=previous_checkpoint(path))
 
 
+def drop_optimizer_state(path: str | Path) -> None:
+    """Rewrite a finished job's checkpoint without its optimizer state, and remove the previous
+    one: AdamW's two moments are two thirds of a checkpoint that nothing will resume training
+    from (a changed config starts over), and every published run would carry them to the DVC
+    remote. What stays (weights, method state, progress, config) still re-exports the run."""
+    state = load_checkpoint(path)
+    if state["optimizer"] is not None:
+        state["optimizer"] = None
+        atomic_write(path, lambda f: torch.save(state, f))
+    previous_checkpoint(path).unlink(missing_ok=True)
+
+
 def _reason(exc: BaseException) -> str:
     """What a ``torch.load`` error says about the file, in one line."""
     message = str(exc)

@@ -35,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", default="", help="cgd_mae: the CLIP teacher directory")
     p.add_argument("--targets", default="", help="cgd_mae: cached teacher targets")
+    p.add_argument("--target-views", type=int, default=None, help="the targets' views used")
     p.add_argument("--teacher-checkpoint", default="", help="MAE-Lite: the teacher's checkpoint")
     p.add_argument("--text-anchors", default="", help="cgd_mae: the teacher's cached KL anchors")
     return p
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             teacher_dir=args.teacher or None,
             targets=args.targets or None,
+            target_views=args.target_views,
             teacher_checkpoint=args.teacher_checkpoint or None,
             text_anchors=args.text_anchors or None,
         )

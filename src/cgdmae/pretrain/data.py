@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,17 @@ class TeacherTargets:
                 path,
             )
         return targets
+
+    def first_views(self, views: int, source: str | Path | None = None) -> TeacherTargets:
+        """The store's first ``views`` views of each image: view k is drawn from (seed, image, k)
+        alone, so they are exactly the views a ``views``-view store holds."""
+        held = self.crops.shape[1]
+        if not 1 <= views <= held:
+            raise DatasetFormatError(
+                f"the run trains on {views} cached views per image, the store holds {held}",
+                source or "teacher targets",
+            )
+        return replace(self, crops=self.crops[:, :views], embeds=self.embeds[:, :views])
 
 
 class PretrainDataset(Dataset):

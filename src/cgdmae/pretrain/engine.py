@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from cgdmae.files import atomic_write
 from cgdmae.pretrain.checkpoint import (
+    CheckpointError,
     config_differences,
     load_resumable,
     previous_checkpoint,
@@ -370,8 +371,14 @@ class _Run:
                 f"{type(self.method).__name__} expects {sorted(expected)}"
             )
         self.method.load_state_dict(saved["method"], strict=False)
-        self.optimizer.load_state_dict(saved["optimizer"])
         self.progress = Progress(**{f.name: saved[f.name] for f in fields(Progress)})
+        if saved["optimizer"] is not None:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        elif self.progress.epoch < self.cfg.epochs and not self.capped:
+            raise CheckpointError(
+                f"{self.checkpoint_path}: holds no optimizer state (it was written at the end of "
+                "a finished job) and cannot continue training; move it away to start over"
+            )
         self.schedule(self.progress.step)
         set_rng_state(saved["rng_ranks"][self.env.rank])
         log.info(

@@ -19,6 +19,7 @@ from cgdmae.data import read_manifest, read_pool
 from cgdmae.models import create_mae
 from cgdmae.pretrain.checkpoint import (
     CheckpointError,
+    drop_optimizer_state,
     load_checkpoint,
     seed_everything,
     set_aside_if_stale,
@@ -170,8 +171,10 @@ def build_dataset(
     images: str | Path,
     seed: int,
     targets: str | Path | None = None,
+    target_views: int | None = None,
 ) -> PretrainDataset:
-    """The views each method trains on: MAE crops, cross-region pairs or multi-crop."""
+    """The views each method trains on: MAE crops, cross-region pairs or multi-crop; with cached
+    targets, the first ``target_views`` views of the store (all of them when ``None``)."""
     paths = image_paths(images)
     img_size = tuple(spec["model"]["img_size"])
     if spec["method"] == "person_mae":
@@ -199,6 +202,8 @@ def build_dataset(
             seed=seed,
         )
     cached = TeacherTargets.load(targets) if targets else None
+    if cached is not None and target_views is not None:
+        cached = cached.first_views(target_views, targets)
     return PretrainDataset(
         paths,
         img_size=img_size,
@@ -251,6 +256,7 @@ def run_pretraining(
     seed: int = 0,
     teacher_dir: str | Path | None = None,
     targets: str | Path | None = None,
+    target_views: int | None = None,
     teacher_checkpoint: str | Path | None = None,
     text_anchors: str | Path | None = None,
 ) -> TrainResult:
@@ -259,10 +265,11 @@ def run_pretraining(
     set_aside_if_stale(work / CHECKPOINT, spec)
     seed_everything(seed)
     method = build_method(spec, teacher_dir, teacher_checkpoint, text_anchors)
-    dataset = build_dataset(spec, images, seed, targets)
+    dataset = build_dataset(spec, images, seed, targets, target_views)
     log.info("%s", dataset.crop_summary(train_config(spec, seed).epochs))
     result = train(method, dataset, train_config(spec, seed), work, config_snapshot=spec)
     if int(os.environ.get("RANK", 0)) == 0:
+        drop_optimizer_state(work / CHECKPOINT)
         for name in (CHECKPOINT, LOG_CSV, ENCODER):
             publish(work / name, out_dir / name)
     return result
