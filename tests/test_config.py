@@ -63,6 +63,14 @@ def test_unknown_dataset_format_names_key():
         validate_config(config, SCHEMA)
 
 
+def test_on_corrupt_defaults_to_error_and_names_a_bad_value():
+    config = default_config()
+    assert validate_config(config, SCHEMA)["data"]["on_corrupt"] == "error"
+    config["data"] = {"on_corrupt": "ignore"}
+    with pytest.raises(ConfigError, match=r"data\.on_corrupt"):
+        validate_config(config, SCHEMA)
+
+
 def test_synthetic_path_must_be_a_generated_dataset():
     config = default_config()
     config["datasets"]["veri776"]["path"] = "results/data/synthetic/veri"

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cgdmae.curation.dedup import duplicate_pairs, near_duplicates
 from cgdmae.curation.embed import embed_images
@@ -276,6 +277,34 @@ def test_embedding_resumes_from_its_chunks(tmp_path):
     resumed = embed_images(paths, encode, 8, tmp_path / "cut.npy", batch_size=2, chunk_batches=2)
     assert sum(calls) == 6 and (resumed == whole).all() and whole.dtype == np.float16
     assert not partial.exists() and (np.load(tmp_path / "cut.npy") == whole).all()
+
+
+def test_images_skipped_as_corrupt_are_in_no_subset(tmp_path):
+    """data.on_corrupt: skip embeds an image that does not decode as a NaN row; no subset,
+    curated or random, selects it, and the pool's other rows are embedded as before."""
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(paths[-1])
+    paths[2].write_bytes(b"not a png")
+    encode = lambda images: images.mean((2, 3))  # noqa: E731
+    x = embed_images(paths, encode, 8, tmp_path / "x.npy", batch_size=2, skip=[paths[2]])
+    assert np.isnan(x[2]).all() and not np.isnan(np.delete(x, 2, 0)).any()
+    blank = embed_images(paths, encode, 8, tmp_path / "y.npy", batch_size=1, skip=[paths[2]])
+    assert np.array_equal(blank, x, equal_nan=True)  # a batch of skipped images only
+
+    x, labels = blobs([30, 30])
+    x[[5, 40]] = np.nan
+    records = [PoolRecord(tmp_path / f"{i}.jpg", "", {"color": "a", "type": "b"}) for i in labels]
+    cfg = {"dedup_threshold": None, "levels": [2], "sample_sizes": [5], "n_iter": 2,
+           "resampling_steps": 0, "strategy": "r", "backend": "torch"}  # fmt: skip
+    for name in ("curated_58", "random_58", "random_dedup_58", "full"):
+        curate(name, records, x, cfg, tmp_path / name)
+        rows = (tmp_path / name / "manifest.csv").read_text().splitlines()[1:]
+        chosen = [k for k, row in enumerate(rows) if row.endswith(",1")]
+        assert len(chosen) == 58 and 5 not in chosen and 40 not in chosen, name
+    with pytest.raises(ValueError, match="random_59 asks for 59 images, but the pool has 58"):
+        curate("random_59", records, x, cfg, tmp_path / "r59")
 
 
 def test_bad_inputs_name_the_setting(tmp_path):

@@ -225,6 +225,7 @@ def test_every_task_writes_its_metrics(data, tmp_path, task, name, expected):
         assert keys <= set(record["metrics"][protocol])
     assert len(record["encoder_sha256"]) == 64 and record["config"] == spec
     assert record["num_train"] > 0 and record["num_test"] > 0 and record["epochs"] == 1
+    assert record["skipped_images"] == 0
     for value in json.dumps(record["metrics"]).replace("{", " ").split():
         assert "NaN" not in value
 
@@ -630,3 +631,22 @@ def test_paper_var_and_vfr_follow_maes_recipe():
         0.8, 1.0, 0.1, 0.25,
     )  # fmt: skip
     assert vfr["rand_augment"] == "rand-m9-mstd0.5-inc1"
+
+
+def test_on_corrupt_skip_leaves_out_bad_train_query_and_gallery_images(data, tmp_path):
+    import shutil
+
+    from cgdmae.finetune.data import task_data
+    from cgdmae.finetune.run import usable_data
+
+    root = tmp_path / "veri776"
+    shutil.copytree(data / "veri776", root)
+    whole = task_data("reid", {"format": "veri776", "path": str(root)})
+    query, gallery = whole.test["test"]
+    for record in (whole.train[0], query[0], gallery[-1]):
+        record.path.write_bytes(record.path.read_bytes()[:100])
+    same, none = usable_data(whole, "error", root)
+    assert none == 0 and same.train == whole.train
+    kept, skipped = usable_data(whole, "skip", root)
+    assert skipped == 3 and kept.train == whole.train[1:]
+    assert kept.test["test"] == (query[1:], gallery[:-1])

@@ -155,6 +155,24 @@ def test_each_method_gets_its_views_and_its_settings(pool):
     assert isinstance(method, MAELiteMethod) and method.teacher is None
 
 
+def test_on_corrupt_skip_trains_on_the_images_that_decode(pool, tmp_path):
+    import shutil
+
+    from cgdmae.data import DatasetFormatError
+    from cgdmae.pretrain.run import training_images
+
+    copy = tmp_path / "pool"
+    shutil.copytree(pool, copy)
+    (copy / "images" / "0003.jpg").write_bytes(b"\xff\xd8\xff")
+    assert len(training_images(copy)) == 24  # error: listed, fails when read
+    kept = training_images(copy, "skip")
+    assert len(kept) == 23 and copy / "images" / "0003.jpg" not in kept
+    spec = run_spec(tiny_config(), "mae")
+    assert len(build_dataset(spec, copy, 0, on_corrupt="skip")) == 23
+    with pytest.raises(DatasetFormatError, match=r"0003\.jpg: corrupt or truncated image"):
+        build_dataset(spec, copy, 0)[3]
+
+
 def test_distilled_mae_lite_without_its_teacher_fails_before_training(pool, tmp_path):
     spec = run_spec(tiny_config(), "mae_lite_distill")
     missing = tmp_path / "mae" / "checkpoint.pth"

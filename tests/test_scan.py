@@ -1,13 +1,15 @@
 """`make check-data`: every image decoded before a job runs, the bad ones named with their key."""
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
-from cgdmae.data.scan import main, scan
+from cgdmae.data.scan import main, scan, without_corrupt
 
 
 def write_jpeg(path, seed):
@@ -54,3 +56,17 @@ def test_check_data_exits_1_on_a_corrupt_image_and_0_once_it_is_gone(tmp_path, c
     broken.unlink()
     assert main([str(path), "--workers", "1"]) == 0
     assert "1 images decoded, 0 corrupt" in capsys.readouterr().out
+
+
+def test_on_corrupt_skip_drops_and_names_each_bad_image_and_error_reads_none(tmp_path, caplog):
+    paths = [write_jpeg(tmp_path / f"{k}.jpg", k) for k in range(4)]
+    paths[1].write_bytes(paths[1].read_bytes()[:150])
+    pairs = [(paths[0], paths[1]), (paths[2], paths[3])]  # an item goes with any bad file
+    assert without_corrupt(pairs, list, "error", "veri") == (pairs, [])  # nothing decoded
+    with caplog.at_level(logging.INFO, logger="cgdmae.data.scan"):
+        kept, skipped = without_corrupt(pairs, list, "skip", "datasets.veri776", workers=2)
+    assert (kept, skipped) == ([pairs[1]], [pairs[0]])
+    assert "1.jpg: corrupt or truncated image" in caplog.text
+    assert "datasets.veri776: skipped_images 1 of 2" in caplog.text
+    with pytest.raises(ValueError, match="on_corrupt must be one of error, skip, got 'ignore'"):
+        without_corrupt(pairs, list, "ignore", "veri")

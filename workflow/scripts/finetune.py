@@ -16,6 +16,7 @@ with rule_logging(snakemake.log[0]) as log:
             snakemake.params.spec,
             snakemake.output[0],
             seeds=snakemake.params.seeds,
+            on_corrupt=snakemake.config["data"]["on_corrupt"],
         )
     except Preempted as exc:
         log.warning("%s", exc)

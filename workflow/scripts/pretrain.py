@@ -19,6 +19,7 @@ argv = [
     f"--teacher={snakemake.input.get('teacher', '')}",
     f"--targets={snakemake.input.get('targets', '')}",
     *([f"--target-views={views['views']}"] if views else []),
+    f"--on-corrupt={snakemake.config['data']['on_corrupt']}",
     f"--teacher-checkpoint={snakemake.input.get('teacher_checkpoint', '')}",
     f"--text-anchors={snakemake.input.get('text_anchors', '')}",
 ]

@@ -1,13 +1,13 @@
 """Cache the teacher's embeddings of K fixed augmented views per pre-training image."""
 
-from cgdmae.pretrain.run import image_paths
+from cgdmae.pretrain.run import training_images
 from cgdmae.pretrain.teacher import cache_teacher_targets, load_teacher
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
     cache_teacher_targets(
         load_teacher(snakemake.input.teacher),
-        image_paths(snakemake.input.images),
+        training_images(snakemake.input.images, snakemake.config["data"]["on_corrupt"]),
         snakemake.output[0],
         views=snakemake.params.views,
         img_size=tuple(snakemake.params.img_size),

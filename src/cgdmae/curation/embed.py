@@ -43,8 +43,11 @@ def embed_images(
     *,
     batch_size: int = 256,
     chunk_batches: int = 8,
+    skip: Sequence[str | Path] = (),
 ) -> np.ndarray:
-    """Embeddings [n, D] float16 of ``paths``, in order, written to ``out`` (.npy).
+    """Embeddings [n, D] float16 of ``paths``, in order, written to ``out`` (.npy); the rows
+    of the paths in ``skip`` (images that do not decode, under ``data.on_corrupt: skip``) are
+    NaN, which curation leaves out of every subset.
 
     Work goes into ``<out>.partial/`` one chunk of ``chunk_batches`` batches at a time, each
     chunk saved atomically; a killed job resumes from the chunks already there.
@@ -56,17 +59,22 @@ def embed_images(
     starts = range(0, len(paths), chunk)
     device = next((p.device for p in getattr(encode, "__self__", torch.nn.Module()).parameters()),
                   torch.device("cpu"))  # fmt: skip
+    skipped = {str(p) for p in skip}
     for start in tqdm(starts, desc="embedding", unit="chunk", disable=None):
         target = partial / f"{start:09d}.npy"
         if target.exists():
             continue
         pieces = []
         for offset in range(start, min(start + chunk, len(paths)), batch_size):
-            batch = [
-                TF.to_tensor(TF.resize(load_rgb(p), [image_size, image_size]))
-                for p in paths[offset : offset + batch_size]
-            ]
-            pieces.append(encode(torch.stack(batch).to(device)).float().cpu().numpy())
+            names = paths[offset : offset + batch_size]
+            good = [k for k, p in enumerate(names) if str(p) not in skipped]
+            batch = [TF.to_tensor(TF.resize(load_rgb(names[k]), [image_size] * 2)) for k in good]
+            # a batch of skipped images only still needs the embedding width: one blank image
+            images = torch.stack(batch) if batch else torch.zeros(1, 3, image_size, image_size)
+            embedded = encode(images.to(device)).float().cpu().numpy()
+            piece = np.full((len(names), embedded.shape[1]), np.nan, dtype=np.float32)
+            piece[good] = embedded[: len(good)]
+            pieces.append(piece)
         _save_npy(np.concatenate(pieces).astype(np.float16), target)
     done = sorted(partial.glob("*.npy"))
     if len(done) != len(starts):

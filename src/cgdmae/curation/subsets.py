@@ -146,16 +146,21 @@ def curate(
     kind, amount = parse_subset(name)
     x = embeddings.astype(np.float32)
     n = len(records)
+    # a NaN row is an image that did not decode, embedded under data.on_corrupt: skip
+    broken = np.isnan(x).any(axis=1)
+    x[broken] = 0.0
+    valid = np.flatnonzero(~broken)
     threshold = cfg["dedup_threshold"]
     drop = near_duplicates(x, threshold) if threshold is not None else np.zeros(n, bool)
+    drop |= broken
     kept = np.flatnonzero(~drop)
     hierarchy = hierarchical_kmeans(
         x[kept], cfg["levels"], sample_sizes=cfg["sample_sizes"], n_iter=cfg["n_iter"],
         resampling_steps=cfg["resampling_steps"], seed=seed, backend=cfg["backend"],
     )  # fmt: skip
-    target = n if kind == "full" else subset_size(amount, n)
+    target = len(valid) if kind == "full" else subset_size(amount, n)
     deduplicated = kind in ("curated", "random_dedup")
-    available = len(kept) if deduplicated else n
+    available = len(kept) if deduplicated else len(valid)
     if target > available:
         after_dedup = " after near-duplicate removal (curation.dedup_threshold)" * deduplicated
         raise ValueError(
@@ -168,9 +173,9 @@ def curate(
     elif kind == "random_dedup":
         chosen = kept[random_sample(len(kept), target, seed)]
     elif kind == "random":
-        chosen = random_sample(n, target, seed)
+        chosen = valid[random_sample(len(valid), target, seed)]
     else:
-        chosen = np.arange(n)
+        chosen = valid
     selected = np.zeros(n, bool)
     selected[chosen] = True
     levels = np.full((len(cfg["levels"]), n), -1, dtype=np.int64)

@@ -11,16 +11,20 @@ be started on data known to decode.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cgdmae.data.datasets import load_rgb
 from cgdmae.data.errors import DatasetFormatError
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+ON_CORRUPT = ("error", "skip")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -41,6 +45,53 @@ def decode_error(path: Path) -> str | None:
     return None
 
 
+def decode_errors(paths: Sequence[str | Path], workers: int = 1) -> list[str | None]:
+    """:func:`decode_error` of each path, decoded by ``workers`` processes (in this one for 1)."""
+    if workers <= 1 or len(paths) < 64:
+        return [decode_error(Path(p)) for p in paths]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(decode_error, map(Path, paths), chunksize=64))
+
+
+def without_corrupt(
+    items: Sequence[T],
+    files: Callable[[T], Iterable[str | Path]],
+    on_corrupt: str,
+    where: str | Path,
+    workers: int = 1,
+) -> tuple[list[T], list[T]]:
+    """``data.on_corrupt`` applied to the items a job reads: ``error`` keeps them all (the
+    first corrupt image then fails the job, naming it, when it is read); ``skip`` decodes every
+    file of every item first and drops the items with one that does not decode. Returns the
+    items kept and those dropped; each dropped one is logged as a warning with its error, and
+    the count after them: jobs record it (``skipped_images``), so skipping is never silent."""
+    if on_corrupt not in ON_CORRUPT:
+        raise ValueError(
+            f"data.on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}"
+        )
+    if on_corrupt == "error":
+        return list(items), []
+    per_item = [list(files(item)) for item in items]
+    errors = iter(decode_errors([f for fs in per_item for f in fs], workers))
+    kept, skipped = [], []
+    for item, fs in zip(items, per_item, strict=True):
+        bad = [e for e in (next(errors) for _ in fs) if e]
+        if bad:
+            skipped.append(item)
+            log.warning("%s: skipped (data.on_corrupt: skip): %s", where, "; ".join(bad))
+        else:
+            kept.append(item)
+    level = logging.WARNING if skipped else logging.INFO
+    log.log(level, "%s: skipped_images %d of %d (data.on_corrupt: skip)", where, len(skipped),
+            len(items))  # fmt: skip
+    return kept, skipped
+
+
+def decoding_workers() -> int:
+    """The processes a job decodes its images with: the CPUs it was given."""
+    return len(os.sched_getaffinity(0))
+
+
 def scan(
     datasets: Mapping[str, Mapping[str, Any]], workers: int = 1, skip_prefix: str = "results/"
 ) -> tuple[int, list[tuple[str, str]]]:
@@ -54,11 +105,9 @@ def scan(
         if str(spec["path"]).startswith(skip_prefix) and not Path(spec["path"]).exists():
             continue
         keyed += [(f"datasets.{name}.path", p) for p in image_files(spec["path"])]
-    paths = [p for _, p in keyed]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        errors = list(pool.map(decode_error, paths, chunksize=64))
+    errors = decode_errors([p for _, p in keyed], workers)
     bad = [(key, error) for (key, _), error in zip(keyed, errors, strict=True) if error]
-    return len(paths), bad
+    return len(keyed), bad
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cgdmae.data import RandomIdentitySampler
+from cgdmae.data.scan import decoding_workers, without_corrupt
 from cgdmae.files import dataset_fingerprint, file_sha256, write_json
 from cgdmae.finetune.backbone import load_vit
 from cgdmae.finetune.data import TaskData, make_dataset, task_data
@@ -197,6 +199,26 @@ def finetune_once(
     return metrics, result, device
 
 
+def usable_data(data: TaskData, on_corrupt: str, where: str | Path) -> tuple[TaskData, int]:
+    """``data`` under ``data.on_corrupt`` (a ReID query or gallery image, a class image or a
+    segmentation pair that does not decode is left out with ``skip``), and how many were."""
+
+    def files(record: Any) -> list[Path]:
+        return [record.image, record.mask] if hasattr(record, "mask") else [record.path]
+
+    def keep(records: list[Any]) -> tuple[list[Any], int]:
+        kept, dropped = without_corrupt(records, files, on_corrupt, where, decoding_workers())
+        return kept, len(dropped)
+
+    train, skipped = keep(data.train)
+    test = {}
+    for protocol, split in data.test.items():
+        parts = [keep(list(part)) for part in (split if isinstance(split, tuple) else (split,))]
+        skipped += sum(n for _, n in parts)
+        test[protocol] = tuple(p for p, _ in parts) if isinstance(split, tuple) else parts[0][0]
+    return replace(data, train=train, test=test), skipped
+
+
 def run_finetune(
     task: str,
     dataset: dict[str, Any],
@@ -206,13 +228,16 @@ def run_finetune(
     out: str | Path,
     *,
     seeds: Sequence[int] = (0,),
+    on_corrupt: str = "error",
 ) -> dict[str, Any]:
     """Fine-tune ``encoder`` on ``dataset`` for ``task`` once per seed, evaluate, and write
     ``out`` (metrics.json): the mean over seeds under ``metrics``, each seed's under
-    ``per_seed``."""
+    ``per_seed``; ``skipped_images`` counts the items ``data.on_corrupt: skip`` left out."""
     started = time.time()
     out = Path(out)
-    data = task_data(task, dataset, spec.get("num_classes"))
+    data, skipped = usable_data(
+        task_data(task, dataset, spec.get("num_classes")), on_corrupt, dataset["path"]
+    )
     per_seed, results = {}, []
     for seed in seeds:
         work = out.parent / "work" / f"seed{seed}"
@@ -233,6 +258,7 @@ def run_finetune(
         "encoder_sha256": file_sha256(encoder),
         "dataset_fingerprint": dataset_fingerprint(dataset["path"]),
         "num_train": len(data.train),
+        "skipped_images": skipped,
         "num_test": data.num_test,
         "epochs": results[0].epochs_run,
         "final_loss": [r.final_loss for r in results],

@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default="", help="cgd_mae: the CLIP teacher directory")
     p.add_argument("--targets", default="", help="cgd_mae: cached teacher targets")
     p.add_argument("--target-views", type=int, default=None, help="the targets' views used")
+    p.add_argument("--on-corrupt", default="error", choices=("error", "skip"))
     p.add_argument("--teacher-checkpoint", default="", help="MAE-Lite: the teacher's checkpoint")
     p.add_argument("--text-anchors", default="", help="cgd_mae: the teacher's cached KL anchors")
     return p
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             teacher_dir=args.teacher or None,
             targets=args.targets or None,
             target_views=args.target_views,
+            on_corrupt=args.on_corrupt,
             teacher_checkpoint=args.teacher_checkpoint or None,
             text_anchors=args.text_anchors or None,
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cgdmae.data import read_manifest, read_pool
+from cgdmae.data.scan import decoding_workers, without_corrupt
 from cgdmae.models import create_mae
 from cgdmae.pretrain.checkpoint import (
     CheckpointError,
@@ -39,6 +40,13 @@ def image_paths(images: str | Path) -> list[Path]:
     if images.suffix == ".csv":
         return read_manifest(images)
     return [r.path for r in read_pool(images)]
+
+
+def training_images(images: str | Path, on_corrupt: str = "error") -> list[Path]:
+    """:func:`image_paths` under ``data.on_corrupt``: with ``skip``, those that decode (the
+    teacher-target job and the pre-training job drop the same ones, so their lists agree)."""
+    paths = image_paths(images)
+    return without_corrupt(paths, lambda path: [path], on_corrupt, images, decoding_workers())[0]
 
 
 def build_model(spec: dict[str, Any]):
@@ -172,10 +180,11 @@ def build_dataset(
     seed: int,
     targets: str | Path | None = None,
     target_views: int | None = None,
+    on_corrupt: str = "error",
 ) -> PretrainDataset:
     """The views each method trains on: MAE crops, cross-region pairs or multi-crop; with cached
     targets, the first ``target_views`` views of the store (all of them when ``None``)."""
-    paths = image_paths(images)
+    paths = training_images(images, on_corrupt)
     img_size = tuple(spec["model"]["img_size"])
     if spec["method"] == "person_mae":
         return CrossRegionDataset(
@@ -259,13 +268,14 @@ def run_pretraining(
     target_views: int | None = None,
     teacher_checkpoint: str | Path | None = None,
     text_anchors: str | Path | None = None,
+    on_corrupt: str = "error",
 ) -> TrainResult:
     out_dir = Path(out_dir)
     work = out_dir / "work"
     set_aside_if_stale(work / CHECKPOINT, spec)
     seed_everything(seed)
     method = build_method(spec, teacher_dir, teacher_checkpoint, text_anchors)
-    dataset = build_dataset(spec, images, seed, targets, target_views)
+    dataset = build_dataset(spec, images, seed, targets, target_views, on_corrupt)
     log.info("%s", dataset.crop_summary(train_config(spec, seed).epochs))
     result = train(method, dataset, train_config(spec, seed), work, config_snapshot=spec)
     if int(os.environ.get("RANK", 0)) == 0:
