@@ -279,6 +279,29 @@ def test_embedding_resumes_from_its_chunks(tmp_path):
     assert not partial.exists() and (np.load(tmp_path / "cut.npy") == whole).all()
 
 
+def test_subsets_sampled_from_saved_pool_clusters_are_those_curated_from_scratch(tmp_path):
+    """The pool is clustered once (curation_clusters) and each subset sampled from the saved
+    result: the same files, byte for byte, as a subset that clusters the pool itself."""
+    from cgdmae.curation.subsets import PoolClusters, cluster_pool
+
+    x, labels = blobs([40, 25, 10], dim=8, spread=0.3, seed=2, scale=1.0)
+    x = np.concatenate([x, x[:6] + 1e-4])  # near-copies for dedup
+    records = [PoolRecord(tmp_path / f"{i}.jpg", "", {"color": str(i % 3), "type": "b"})
+               for i in range(len(x))]  # fmt: skip
+    cfg = {"dedup_threshold": 0.999, "levels": [6, 2], "sample_sizes": [4, 2], "n_iter": 5,
+           "resampling_steps": 3, "strategy": "r", "backend": "torch"}  # fmt: skip
+    cluster_pool(x, cfg, seed=3).save(tmp_path / "clusters.npz")
+    clusters = PoolClusters.load(tmp_path / "clusters.npz", len(x))
+    for name in ("curated_30", "random_dedup_0.5", "random_30"):
+        curate(name, records, x, cfg, tmp_path / "own" / name, seed=3)
+        curate(name, records, x, cfg, tmp_path / "shared" / name, seed=3, clusters=clusters)
+        for file in ("manifest.csv", "stats.json", "resampling.json"):
+            own, shared = (tmp_path / d / name / file for d in ("own", "shared"))
+            assert own.read_bytes() == shared.read_bytes(), (name, file)
+    with pytest.raises(ValueError, match=r"clusters\.npz: clusters of 81 images, the pool has 90"):
+        PoolClusters.load(tmp_path / "clusters.npz", 90)
+
+
 def test_images_skipped_as_corrupt_are_in_no_subset(tmp_path):
     """data.on_corrupt: skip embeds an image that does not decode as a NaN row; no subset,
     curated or random, selects it, and the pool's other rows are embedded as before."""

@@ -238,6 +238,11 @@ def test_cached_targets_match_the_online_teacher_on_the_same_crop(trained, pool,
     in_workers = TeacherTargets.load(workers)
     assert torch.equal(in_workers.crops, targets.crops)
     assert torch.equal(in_workers.embeds, targets.embeds)
+    chunked = tmp_path / "chunked.pt"  # committed one image at a time: the same file
+    cache_teacher_targets(teacher, paths, chunked, views=3, img_size=(20, 20), scale=(0.3, 1.0),
+                          seed=1, batch_size=4, chunk_batches=1)  # fmt: skip
+    assert torch.equal(TeacherTargets.load(chunked).embeds, targets.embeds)
+    assert not (tmp_path / "chunked.pt.partial").exists()
     more = tmp_path / "more.pt"  # a 5-view store starts with the 3-view one, bit for bit
     cache_teacher_targets(teacher, paths, more, views=5, img_size=(20, 20), scale=(0.3, 1.0),
                           seed=1, batch_size=4)  # fmt: skip
@@ -255,6 +260,43 @@ def test_cached_targets_match_the_online_teacher_on_the_same_crop(trained, pool,
         item = dataset[4]
         online = teacher.encode_image(normalize_back(item["image"]))[0]
         assert torch.allclose(item["teacher_embed"], online, atol=2e-3)
+
+
+def test_teacher_targets_resume_from_their_committed_chunks(trained, pool, tmp_path, monkeypatch):
+    """A job killed after some chunks (a time limit) resumes at the first missing one and
+    writes the file an uninterrupted job writes; chunks made for another seed are dropped."""
+    teacher = load_teacher(trained[0])
+    paths = [r.path for r in read_pool(pool)][:6]
+    settings = dict(views=2, img_size=(20, 20), scale=(0.3, 1.0), batch_size=2, chunk_batches=1)
+    cache_teacher_targets(teacher, paths, tmp_path / "whole.pt", seed=1, **settings)
+    calls, encode = [], teacher.encode_image
+
+    def killed_after_4(images):
+        calls.append(len(images))
+        if len(calls) > 4:
+            raise KeyboardInterrupt("time limit")
+        return encode(images)
+
+    monkeypatch.setattr(teacher, "encode_image", killed_after_4)
+    out = tmp_path / "cut.pt"
+    with pytest.raises(KeyboardInterrupt):
+        cache_teacher_targets(teacher, paths, out, seed=1, **settings)
+    assert len(list((tmp_path / "cut.pt.partial").glob("*.pt"))) == 4 and not out.exists()
+    calls.clear()
+    monkeypatch.setattr(teacher, "encode_image", lambda images: calls.append(1) or encode(images))
+    cache_teacher_targets(teacher, paths, out, seed=1, **settings)
+    assert len(calls) == 2  # the two images not committed before the kill
+    whole, resumed = TeacherTargets.load(tmp_path / "whole.pt"), TeacherTargets.load(out)
+    assert torch.equal(whole.crops, resumed.crops) and torch.equal(whole.embeds, resumed.embeds)
+    stale = tmp_path / "other.pt.partial"  # chunks of a seed-2 job, then the config says seed 1
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(teacher, "encode_image", killed_after_4)
+        calls.clear()
+        cache_teacher_targets(teacher, paths, tmp_path / "other.pt", seed=2, **settings)
+    assert len(list(stale.glob("*.pt"))) == 4
+    monkeypatch.setattr(teacher, "encode_image", encode)
+    cache_teacher_targets(teacher, paths, tmp_path / "other.pt", seed=1, **settings)
+    assert torch.equal(TeacherTargets.load(tmp_path / "other.pt").embeds, whole.embeds)
 
 
 def normalize_back(image: torch.Tensor) -> torch.Tensor:

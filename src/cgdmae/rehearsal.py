@@ -23,7 +23,7 @@ GPU_RULES = (
     "pretrain",
     "finetune",
     "curation_embed",
-    "curation_subset",
+    "curation_clusters",
     "teacher_targets",
     "teacher_text",
 )

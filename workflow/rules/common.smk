@@ -202,6 +202,12 @@ def teacher_build_resources(wildcards):
     return teacher_resources(wildcards)
 
 
+def clustering_settings():
+    """The curation keys the pool's clusters depend on; the subsets drawn from them are not."""
+    keys = ("dedup_threshold", "levels", "sample_sizes", "n_iter", "resampling_steps", "backend")
+    return {key: config["curation"][key] for key in keys}
+
+
 def kmeans_gpus():
     """Curation's k-means runs on the GPU with the torch backend, on CPUs with faiss."""
     curation = config["curation"]

@@ -1,5 +1,5 @@
-"""Curation: embed the pool once, then one subset per name (curated_N, random_dedup_N,
-random_N, full)."""
+"""Curation: embed the pool and cluster it once (dedup, hierarchical k-means), then sample one
+subset per name (curated_N, random_dedup_N, random_N, full) from the clusters."""
 
 
 rule curation_embed:
@@ -22,9 +22,30 @@ rule curation_embed:
         "../scripts/curate_embed.py"
 
 
+rule curation_clusters:
+    input:
+        embeddings="results/curation/embeddings/{dataset}.npy",
+    output:
+        "results/curation/clusters/{dataset}.npz",
+    log:
+        "logs/curation/clusters_{dataset}.log",
+    conda:
+        "../envs/cgdmae.yaml"
+    threads: 2
+    resources:
+        **job_resources(kmeans_gpus(), threads=2),
+        runtime=240,
+    params:
+        cfg=clustering_settings(),
+        seed=config["seed"],
+    script:
+        "../scripts/curate_clusters.py"
+
+
 rule curation_subset:
     input:
         embeddings=f"results/curation/embeddings/{config['curation']['dataset']}.npy",
+        clusters=f"results/curation/clusters/{config['curation']['dataset']}.npz",
         images=dataset_root(config["curation"]["dataset"]),
     output:
         manifest="results/curation/{subset}/manifest.csv",
@@ -36,10 +57,10 @@ rule curation_subset:
         subset="|".join(config["curation"]["subsets"]) or "none",
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    threads: 1
     resources:
-        **job_resources(kmeans_gpus(), threads=2),
-        runtime=240,
+        **job_resources(0),
+        runtime=60,
     params:
         cfg=config["curation"],
         seed=config["seed"],

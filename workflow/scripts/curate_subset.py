@@ -1,9 +1,9 @@
-"""One pre-training subset: manifest.csv (path, cluster ids, selected), stats.json and
-resampling.json (the finest centroids before and after resampling)."""
+"""One pre-training subset, sampled from the pool's clusters: manifest.csv (path, cluster ids,
+selected), stats.json and resampling.json (the finest centroids before and after resampling)."""
 
 from pathlib import Path
 
-from cgdmae.curation.subsets import curate, load_embeddings
+from cgdmae.curation.subsets import PoolClusters, curate, load_embeddings
 from cgdmae.data import read_pool
 from cgdmae.workflow import rule_logging
 
@@ -16,5 +16,6 @@ with rule_logging(snakemake.log[0]) as log:
         snakemake.params.cfg,
         Path(snakemake.output.manifest).parent,
         seed=snakemake.params.seed,
+        clusters=PoolClusters.load(snakemake.input.clusters, len(pool)),
     )
     log.info("%s", {k: v for k, v in stats.items() if not k.startswith("cluster_sizes")})

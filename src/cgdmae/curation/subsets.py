@@ -16,6 +16,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ import numpy as np
 import torch
 
 from cgdmae.curation.dedup import duplicate_pairs, near_duplicates
-from cgdmae.curation.kmeans import hierarchical_kmeans, nearest_centroid
+from cgdmae.curation.kmeans import Hierarchy, hierarchical_kmeans, nearest_centroid
 from cgdmae.curation.sampling import hierarchical_sample, random_sample
 from cgdmae.data.records import PoolRecord
+from cgdmae.files import atomic_write
 
 KINDS = ("curated", "random_dedup", "random")
 SUBSET_NAME = re.compile(r"^(curated|random_dedup|random)_(\d+|0?\.\d+|1\.0)$")
@@ -126,6 +128,73 @@ def resampling_projection(
     }
 
 
+@dataclass
+class PoolClusters:
+    """What every subset of a pool is sampled from, computed once per pool: the images that
+    did not decode (NaN embedding rows), the near-duplicates dedup removes, the hierarchical
+    k-means of the rest, and where resampling moved the finest centroids (for the figure)."""
+
+    broken: np.ndarray  # bool [n]
+    drop: np.ndarray  # bool [n]: broken or a near-duplicate
+    hierarchy: Hierarchy  # over the kept points, in pool order
+    projection: dict[str, Any]  # resampling_projection of the finest level
+
+    def save(self, path: str | Path) -> None:
+        """One .npz (no pickle), written atomically."""
+        h = self.hierarchy
+        arrays = {"broken": self.broken, "drop": self.drop,
+                  "projection": np.array(json.dumps(self.projection))}  # fmt: skip
+        for level, (a, c, i) in enumerate(zip(h.assignments, h.centroids, h.initial_centroids,
+                                              strict=True)):  # fmt: skip
+            arrays |= {f"assign{level}": a, f"centroids{level}": c, f"initial{level}": i}
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    @classmethod
+    def load(cls, path: str | Path, n_images: int) -> PoolClusters:
+        with np.load(path, allow_pickle=False) as f:
+            levels = sum(1 for key in f.files if key.startswith("assign"))
+            hierarchy = Hierarchy(
+                [f[f"assign{k}"] for k in range(levels)],
+                [f[f"centroids{k}"] for k in range(levels)],
+                [f[f"initial{k}"] for k in range(levels)],
+            )
+            clusters = cls(f["broken"], f["drop"], hierarchy, json.loads(str(f["projection"])))
+        if len(clusters.broken) != n_images:
+            raise ValueError(
+                f"{path}: clusters of {len(clusters.broken)} images, the pool has {n_images}; "
+                "delete it and re-run curation_clusters"
+            )
+        return clusters
+
+
+def cluster_pool(embeddings: np.ndarray, cfg: dict[str, Any], seed: int = 0) -> PoolClusters:
+    """Dedup and hierarchical k-means of a pool's embeddings: the costly half of curation,
+    which every subset shares (``curation.levels`` of 20,000 clusters over a million images
+    in the paper config)."""
+    x = _points(embeddings)
+    broken = np.isnan(embeddings).any(axis=1)
+    threshold = cfg["dedup_threshold"]
+    drop = near_duplicates(x, threshold) if threshold is not None else np.zeros(len(x), bool)
+    drop |= broken
+    kept = np.flatnonzero(~drop)
+    hierarchy = hierarchical_kmeans(
+        x[kept], cfg["levels"], sample_sizes=cfg["sample_sizes"], n_iter=cfg["n_iter"],
+        resampling_steps=cfg["resampling_steps"], seed=seed, backend=cfg["backend"],
+    )  # fmt: skip
+    projection = resampling_projection(
+        x[kept], hierarchy.initial_centroids[0], hierarchy.centroids[0], seed
+    )
+    return PoolClusters(broken, drop, hierarchy, projection)
+
+
+def _points(embeddings: np.ndarray) -> np.ndarray:
+    """float32 embeddings, a NaN row (an image that did not decode, embedded under
+    ``data.on_corrupt: skip``) zeroed."""
+    x = embeddings.astype(np.float32)
+    x[np.isnan(x).any(axis=1)] = 0.0
+    return x
+
+
 def curate(
     name: str,
     records: Sequence[PoolRecord],
@@ -134,30 +203,25 @@ def curate(
     out_dir: str | Path,
     *,
     seed: int = 0,
+    clusters: PoolClusters | None = None,
 ) -> dict[str, Any]:
     """Write ``manifest.csv``, ``stats.json`` and ``resampling.json`` (the finest centroids
     before and after resampling, see :func:`resampling_projection`) of subset ``name`` into
-    ``out_dir``."""
+    ``out_dir``, sampled from the pool's ``clusters`` (computed here when not given)."""
     if len(records) != len(embeddings):
         raise ValueError(
             f"the pool has {len(records)} images but the embeddings have {len(embeddings)} rows; "
             "re-run the embedding rule"
         )
+    if clusters is None:
+        clusters = cluster_pool(embeddings, cfg, seed)
     kind, amount = parse_subset(name)
-    x = embeddings.astype(np.float32)
+    x = _points(embeddings)
     n = len(records)
-    # a NaN row is an image that did not decode, embedded under data.on_corrupt: skip
-    broken = np.isnan(x).any(axis=1)
-    x[broken] = 0.0
+    broken, drop, hierarchy = clusters.broken, clusters.drop, clusters.hierarchy
     valid = np.flatnonzero(~broken)
     threshold = cfg["dedup_threshold"]
-    drop = near_duplicates(x, threshold) if threshold is not None else np.zeros(n, bool)
-    drop |= broken
     kept = np.flatnonzero(~drop)
-    hierarchy = hierarchical_kmeans(
-        x[kept], cfg["levels"], sample_sizes=cfg["sample_sizes"], n_iter=cfg["n_iter"],
-        resampling_steps=cfg["resampling_steps"], seed=seed, backend=cfg["backend"],
-    )  # fmt: skip
     target = len(valid) if kind == "full" else subset_size(amount, n)
     deduplicated = kind in ("curated", "random_dedup")
     available = len(kept) if deduplicated else len(valid)
@@ -227,8 +291,5 @@ def curate(
         "near_duplicate_threshold": pair_threshold,
     }
     _write_text_atomic(out_dir / "stats.json", json.dumps(stats, indent=2))
-    projection = resampling_projection(
-        x[kept], hierarchy.initial_centroids[0], hierarchy.centroids[0], seed
-    )
-    _write_text_atomic(out_dir / "resampling.json", json.dumps(projection))
+    _write_text_atomic(out_dir / "resampling.json", json.dumps(clusters.projection))
     return stats

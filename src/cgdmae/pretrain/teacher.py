@@ -10,9 +10,11 @@ on the synthetic (image, caption) pairs and saves it as an open_clip ``local-dir
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -529,6 +531,7 @@ def cache_teacher_targets(
     hflip: bool = True,
     batch_size: int = 128,
     num_workers: int = 0,
+    chunk_batches: int = 64,
 ) -> None:
     """For K fixed augmented views per image: the crop and the teacher's unit-norm embedding.
 
@@ -538,34 +541,76 @@ def cache_teacher_targets(
     online targets agree. Images are decoded and cropped by ``num_workers`` loader workers (the
     teacher's forward is 7× faster than one process decodes, docs/benchmarks.md); on a GPU the
     teacher runs under bf16 autocast, as the engine's autocast runs an online teacher.
+
+    The work is committed in chunks of ``chunk_batches`` batches to ``<out>.partial/``, each
+    written atomically: a job killed by its time limit resumes at its first missing chunk (a
+    million images take hours), and the result is the one file an uninterrupted job writes,
+    bit for bit. Chunks made under other inputs (images, views, crops, seed, batch, teacher
+    weights) are discarded, not mixed in.
     """
-    n = len(paths)
-    crops = torch.zeros(n, views, 5, dtype=torch.int32)
-    embeds = torch.zeros(n, views, teacher.embed_dim, dtype=torch.float16)
+    out_path = Path(out_path)
+    partial = out_path.with_name(out_path.name + ".partial")
+    per_batch = max(1, batch_size // views)
+    chunk = per_batch * chunk_batches
+    identity = _targets_identity(teacher, paths, views, img_size, scale, seed, hflip, per_batch)
+    _clear_unless(partial, identity)
+    dataset = TargetViews(paths, views, img_size, scale, seed, hflip)
     device = teacher.mean.device
-    loader = DataLoader(
-        TargetViews(paths, views, img_size, scale, seed, hflip),
-        batch_size=max(1, batch_size // views),
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    for index, rows, images in tqdm(loader, desc="teacher targets", disable=None):
-        batch = images.flatten(0, 1).to(device, non_blocking=True)
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            out = teacher.encode_image(batch).half().cpu()
-        crops[index] = rows
-        embeds[index] = out.view(len(index), views, -1)
+    starts = range(0, len(paths), chunk)
+    for start in tqdm(starts, desc="teacher targets", unit="chunk", disable=None):
+        target = partial / f"{start:09d}.pt"
+        if target.exists():
+            continue
+        indices = range(start, min(start + chunk, len(paths)))
+        loader = DataLoader(
+            torch.utils.data.Subset(dataset, indices),
+            batch_size=per_batch,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        crops, embeds = [], []
+        for _, rows, images in loader:
+            batch = images.flatten(0, 1).to(device, non_blocking=True)
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                out = teacher.encode_image(batch).half().cpu()
+            crops.append(rows)
+            embeds.append(out.view(len(rows), views, -1))
+        state = {"crops": torch.cat(crops), "embeds": torch.cat(embeds)}
+        atomic_write(target, lambda f, state=state: torch.save(state, f))
+    pieces = [torch.load(partial / f"{start:09d}.pt", weights_only=True) for start in starts]
     atomic_save(
         {
             "paths": [str(p) for p in paths],
-            "crops": crops,
-            "embeds": embeds,
+            "crops": torch.cat([p["crops"] for p in pieces]),
+            "embeds": torch.cat([p["embeds"] for p in pieces]),
             "views": views,
             "img_size": [int(v) for v in img_size],
             "scale": [float(v) for v in scale],
         },
         out_path,
     )
+    shutil.rmtree(partial)
+
+
+def _targets_identity(teacher: Teacher, paths: Sequence[str | Path], *settings: Any) -> str:
+    """A digest of what a target chunk depends on: the image list, the view settings and
+    batching (batch composition can change the last bit of a forward), and the teacher's
+    weights (a sample of each tensor: different weights differ everywhere)."""
+    digest = hashlib.sha256(json.dumps([[str(p) for p in paths], repr(settings)]).encode())
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().flatten()[:64].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _clear_unless(partial: Path, identity: str) -> None:
+    """Keep ``partial``'s chunks only when they were made for ``identity``."""
+    stamp = partial / "identity.txt"
+    if partial.exists() and (not stamp.exists() or stamp.read_text() != identity):
+        log.warning("%s: chunks made for other inputs; starting over", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(identity)
 
 
 __all__ = [
