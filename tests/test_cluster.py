@@ -226,6 +226,14 @@ def test_rehearsal_check_flags_what_a_cluster_admin_would_refuse():
     problems = check([good, spread, no_gpu], cpus_per_gpu=1, mem_mb_per_gpu=2000)
     assert any("not held to one node" in p for p in problems)
     assert any("teacher_targets asked for no GPU" in p for p in problems)
+    join = parse_sbatch(line.format(rule="teacher_targets", mem=4000, nodes="", cpus=1, gpus=""))
+    shard = parse_sbatch(
+        line.format(
+            rule="teacher_target_shard", mem=4000, nodes="--nodes=1 ", cpus=1, gpus="--gpus=1 "
+        )  # fmt: skip
+    )
+    assert check([good, join, shard], cpus_per_gpu=1, mem_mb_per_gpu=2000, shards=2) == []
+    assert check([good, shard], cpus_per_gpu=1, mem_mb_per_gpu=2000) != []
 
 
 def test_a_failed_rehearsal_shows_each_failed_jobs_log_and_the_free_disk(tmp_path):

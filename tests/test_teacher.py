@@ -299,6 +299,30 @@ def test_teacher_targets_resume_from_their_committed_chunks(trained, pool, tmp_p
     assert torch.equal(TeacherTargets.load(tmp_path / "other.pt").embeds, whole.embeds)
 
 
+def test_sharded_teacher_targets_join_into_the_unsharded_store(trained, pool, tmp_path):
+    """cluster.shards: 3 jobs each make every third chunk; joined, the store is the one job's,
+    bit for bit. Shards of different settings, or a missing one, are refused."""
+    from cgdmae.pretrain.teacher import gather_teacher_targets
+
+    teacher = load_teacher(trained[0])
+    paths = [r.path for r in read_pool(pool)][:7]
+    settings = dict(views=2, img_size=(20, 20), scale=(0.3, 1.0), seed=1, batch_size=2,
+                    chunk_batches=1)  # fmt: skip
+    cache_teacher_targets(teacher, paths, tmp_path / "one.pt", **settings)
+    shards = [tmp_path / f"s{i}.pt" for i in range(3)]
+    for i, shard in enumerate(shards):
+        cache_teacher_targets(teacher, paths, shard, shard=i, shards=3, **settings)
+    gather_teacher_targets(shards[::-1], tmp_path / "joined.pt")
+    one, joined = (
+        TeacherTargets.load(tmp_path / "one.pt"),
+        TeacherTargets.load(tmp_path / "joined.pt"),
+    )
+    assert joined.paths == one.paths and torch.equal(joined.crops, one.crops)
+    assert torch.equal(joined.embeds, one.embeds)
+    with pytest.raises(ValueError, match=r"not the 2 shards of one target store"):
+        gather_teacher_targets(shards[:2], tmp_path / "short.pt")
+
+
 def normalize_back(image: torch.Tensor) -> torch.Tensor:
     """What the online method hands the teacher: the crop back in [0, 1]."""
     back = denormalize(image.unsqueeze(0)).clamp(0, 1)

@@ -74,14 +74,20 @@ def parse_sbatch(line: str) -> Submission:
     )
 
 
-def check(submissions: list[Submission], cpus_per_gpu: int, mem_mb_per_gpu: int) -> list[str]:
-    """What is wrong with the submitted jobs (an empty list when nothing is)."""
+def check(
+    submissions: list[Submission], cpus_per_gpu: int, mem_mb_per_gpu: int, shards: int = 1
+) -> list[str]:
+    """What is wrong with the submitted jobs (an empty list when nothing is). With ``shards``
+    > 1 the teacher targets are made by GPU shard jobs and joined by a CPU job."""
+    gpu_rules = set(GPU_RULES)
+    if shards > 1:
+        gpu_rules = gpu_rules - {"teacher_targets"} | {"teacher_target_shard"}
     problems = []
     for s in submissions:
         rule = s.rule
-        if rule in GPU_RULES and s.gpus == 0:
+        if rule in gpu_rules and s.gpus == 0:
             problems.append(f"{rule} asked for no GPU: {s.line}")
-        if rule not in GPU_RULES and s.gpus:
+        if rule not in gpu_rules and s.gpus:
             problems.append(f"{rule} (a CPU rule) asked for {s.gpus} GPU(s): {s.line}")
         if s.gpus and s.cpus != s.gpus * cpus_per_gpu:
             problems.append(f"{rule}: {s.cpus} CPUs for {s.gpus} GPU(s), not {cpus_per_gpu} each")
@@ -189,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     submissions = [parse_sbatch(line) for line in lines if "sbatch" in line]
     cluster = config.get("cluster", {})
     problems = check(
-        submissions, cluster.get("cpus_per_gpu", 8), cluster.get("mem_mb_per_gpu", 32000)
+        submissions,
+        cluster.get("cpus_per_gpu", 8),
+        cluster.get("mem_mb_per_gpu", 32000),
+        cluster.get("shards", 1),
     )
     tables = ["main", *(f"ablation_{name}" for name in config.get("ablations", {}))]
     problems += [f"not built: {missing}" for missing in built_outputs(args.workdir, tables)]

@@ -189,6 +189,28 @@ def run_resources(wildcards):
     return job_resources(spec["gpus"], nodes=spec.get("nodes", 1), threads=2)
 
 
+def teacher_targets_inputs(wildcards):
+    """The teacher and the images, or with ``cluster.shards`` > 1 the shard files to join."""
+    shards = config["cluster"]["shards"]
+    if shards == 1:
+        return {
+            "teacher": f"results/teacher/{wildcards.teacher}/model",
+            "images": image_source(wildcards.dataset),
+        }
+    stem = (
+        f"results/teacher/{wildcards.teacher}/targets/{wildcards.dataset}/k{wildcards.views}_"
+        f"{wildcards.height}x{wildcards.width}_s{wildcards.smin}-{wildcards.smax}"
+    )
+    return {"shards": [f"{stem}.shard{i}of{shards}.pt" for i in range(shards)]}
+
+
+def teacher_targets_resources(wildcards):
+    """The teacher's GPUs, or a CPU job that joins the shards."""
+    if config["cluster"]["shards"] > 1:
+        return job_resources(0)
+    return teacher_resources(wildcards)
+
+
 def teacher_resources(wildcards):
     """The teacher's GPUs, for training one here and for its cached targets."""
     gpus = config["teachers"][wildcards.teacher].get("gpus", 0)
@@ -204,7 +226,14 @@ def teacher_build_resources(wildcards):
 
 def clustering_settings():
     """The curation keys the pool's clusters depend on; the subsets drawn from them are not."""
-    keys = ("dedup_threshold", "levels", "sample_sizes", "n_iter", "resampling_steps", "backend")
+    keys = (
+        "dedup_threshold",
+        "levels",
+        "sample_sizes",
+        "n_iter",
+        "resampling_steps",
+        "backend",
+    )
     return {key: config["curation"][key] for key in keys}
 
 

@@ -24,8 +24,7 @@ rule teacher:
 
 rule teacher_targets:
     input:
-        teacher="results/teacher/{teacher}/model",
-        images=lambda wildcards: image_source(wildcards.dataset),
+        unpack(teacher_targets_inputs),
     output:
         "results/teacher/{teacher}/targets/{dataset}/k{views}_{height}x{width}_s{smin}-{smax}.pt",
     log:
@@ -41,6 +40,38 @@ rule teacher_targets:
         "../envs/cgdmae.yaml"
     threads: 2
     resources:
+        **resources_by(teacher_targets_resources),
+        runtime=240,
+    params:
+        views=lambda wildcards: int(wildcards.views),
+        img_size=lambda wildcards: [int(wildcards.height), int(wildcards.width)],
+        crop_scale=lambda wildcards: [float(wildcards.smin), float(wildcards.smax)],
+        seed=config["seed"],
+    script:
+        "../scripts/teacher_targets.py"
+
+
+rule teacher_target_shard:
+    input:
+        teacher="results/teacher/{teacher}/model",
+        images=lambda wildcards: image_source(wildcards.dataset),
+    output:
+        "results/teacher/{teacher}/targets/{dataset}/k{views}_{height}x{width}_s{smin}-{smax}.shard{shard}of{shards}.pt",
+    log:
+        "logs/teacher/{teacher}_targets_{dataset}_k{views}_{height}x{width}_s{smin}-{smax}.shard{shard}of{shards}.log",
+    wildcard_constraints:
+        dataset="[^/]+",
+        views=r"\d+",
+        height=r"\d+",
+        width=r"\d+",
+        smin=r"[0-9.]+",
+        smax=r"[0-9.]+",
+        shard=r"\d+",
+        shards=r"\d+",
+    conda:
+        "../envs/cgdmae.yaml"
+    threads: 2
+    resources:
         **resources_by(teacher_resources),
         runtime=240,
     params:
@@ -48,6 +79,7 @@ rule teacher_targets:
         img_size=lambda wildcards: [int(wildcards.height), int(wildcards.width)],
         crop_scale=lambda wildcards: [float(wildcards.smin), float(wildcards.smax)],
         seed=config["seed"],
+        shard=lambda wildcards: [int(wildcards.shard), int(wildcards.shards)],
     script:
         "../scripts/teacher_targets.py"
 

@@ -1,19 +1,26 @@
-"""Cache the teacher's embeddings of K fixed augmented views per pre-training image."""
+"""Cache the teacher's embeddings of K fixed augmented views per pre-training image: all of
+them, one shard of them, or join the shards into the store."""
 
 from cgdmae.pretrain.run import training_images
-from cgdmae.pretrain.teacher import cache_teacher_targets, load_teacher
+from cgdmae.pretrain.teacher import cache_teacher_targets, gather_teacher_targets, load_teacher
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
-    cache_teacher_targets(
-        load_teacher(snakemake.input.teacher),
-        training_images(snakemake.input.images, snakemake.config["data"]["on_corrupt"]),
-        snakemake.output[0],
-        views=snakemake.params.views,
-        img_size=tuple(snakemake.params.img_size),
-        scale=tuple(snakemake.params.crop_scale),
-        seed=snakemake.params.seed,
-        # decode workers: the job's CPUs but the one that feeds the teacher
-        num_workers=max(0, int(snakemake.resources.get("cpus_per_task", 1)) - 1),
-    )
+    if hasattr(snakemake.input, "shards"):
+        gather_teacher_targets(snakemake.input.shards, snakemake.output[0])
+    else:
+        shard, shards = getattr(snakemake.params, "shard", [0, 1])
+        cache_teacher_targets(
+            load_teacher(snakemake.input.teacher),
+            training_images(snakemake.input.images, snakemake.config["data"]["on_corrupt"]),
+            snakemake.output[0],
+            views=snakemake.params.views,
+            img_size=tuple(snakemake.params.img_size),
+            scale=tuple(snakemake.params.crop_scale),
+            seed=snakemake.params.seed,
+            # decode workers: the job's CPUs but the one that feeds the teacher
+            num_workers=max(0, int(snakemake.resources.get("cpus_per_task", 1)) - 1),
+            shard=shard,
+            shards=shards,
+        )
     log.info("wrote %s", snakemake.output[0])

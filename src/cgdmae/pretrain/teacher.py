@@ -532,6 +532,8 @@ def cache_teacher_targets(
     batch_size: int = 128,
     num_workers: int = 0,
     chunk_batches: int = 64,
+    shard: int = 0,
+    shards: int = 1,
 ) -> None:
     """For K fixed augmented views per image: the crop and the teacher's unit-norm embedding.
 
@@ -546,7 +548,9 @@ def cache_teacher_targets(
     written atomically: a job killed by its time limit resumes at its first missing chunk (a
     million images take hours), and the result is the one file an uninterrupted job writes,
     bit for bit. Chunks made under other inputs (images, views, crops, seed, batch, teacher
-    weights) are discarded, not mixed in.
+    weights) are discarded, not mixed in. With ``shards`` > 1 this job makes every
+    ``shards``-th chunk from ``shard`` on and writes them as a shard file, which
+    :func:`gather_teacher_targets` joins with the others into the store.
     """
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
@@ -556,7 +560,7 @@ def cache_teacher_targets(
     _clear_unless(partial, identity)
     dataset = TargetViews(paths, views, img_size, scale, seed, hflip)
     device = teacher.mean.device
-    starts = range(0, len(paths), chunk)
+    starts = range(0, len(paths), chunk)[shard::shards]
     for start in tqdm(starts, desc="teacher targets", unit="chunk", disable=None):
         target = partial / f"{start:09d}.pt"
         if target.exists():
@@ -575,21 +579,47 @@ def cache_teacher_targets(
                 out = teacher.encode_image(batch).half().cpu()
             crops.append(rows)
             embeds.append(out.view(len(rows), views, -1))
-        state = {"crops": torch.cat(crops), "embeds": torch.cat(embeds)}
+        state = {"start": start, "crops": torch.cat(crops), "embeds": torch.cat(embeds)}
         atomic_write(target, lambda f, state=state: torch.save(state, f))
-    pieces = [torch.load(partial / f"{start:09d}.pt", weights_only=True) for start in starts]
+    store = {
+        "paths": [str(p) for p in paths],
+        "views": views,
+        "img_size": [int(v) for v in img_size],
+        "scale": [float(v) for v in scale],
+    }
+    chunks = [torch.load(partial / f"{start:09d}.pt", weights_only=True) for start in starts]
+    if shards == 1:
+        _save_store(store, chunks, out_path)
+    else:
+        atomic_save({**store, "shard": [shard, shards], "chunks": chunks}, out_path)
+    shutil.rmtree(partial)
+
+
+def gather_teacher_targets(shard_files: Sequence[str | Path], out_path: str | Path) -> None:
+    """One store from the shard files of ``cache_teacher_targets(shard=i, shards=n)``: the file
+    one job over all the images writes, bit for bit (the same chunks, the same batches)."""
+    parts = [torch.load(f, weights_only=True) for f in shard_files]
+    settings = [{k: p[k] for k in ("paths", "views", "img_size", "scale")} for p in parts]
+    count = len(parts)
+    got = sorted(tuple(p["shard"]) for p in parts)
+    if got != [(i, count) for i in range(count)] or any(s != settings[0] for s in settings):
+        raise ValueError(
+            f"{', '.join(map(str, shard_files))}: not the {count} shards of one target store "
+            f"(shards {got}); delete them and re-run teacher_targets"
+        )
+    chunks = sorted((c for p in parts for c in p["chunks"]), key=lambda c: c["start"])
+    _save_store(settings[0], chunks, out_path)
+
+
+def _save_store(store: dict[str, Any], chunks: list[dict[str, Any]], out_path: Path) -> None:
     atomic_save(
         {
-            "paths": [str(p) for p in paths],
-            "crops": torch.cat([p["crops"] for p in pieces]),
-            "embeds": torch.cat([p["embeds"] for p in pieces]),
-            "views": views,
-            "img_size": [int(v) for v in img_size],
-            "scale": [float(v) for v in scale],
+            **store,
+            "crops": torch.cat([c["crops"] for c in chunks]),
+            "embeds": torch.cat([c["embeds"] for c in chunks]),
         },
         out_path,
     )
-    shutil.rmtree(partial)
 
 
 def _targets_identity(teacher: Teacher, paths: Sequence[str | Path], *settings: Any) -> str:
@@ -619,6 +649,7 @@ __all__ = [
     "attribute_prompts",
     "cache_teacher_targets",
     "describe_pretrained",
+    "gather_teacher_targets",
     "save_random_weights",
     "hub_offline",
     "load_teacher",
