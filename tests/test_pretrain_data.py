@@ -1,6 +1,7 @@
 """Pre-training data: augmentation is a pure function of (seed, epoch, index), and cached mode
 applies exactly the crop the teacher saw, checked against a crop done by hand with PIL."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,50 @@ def test_the_mae_control_on_fixed_crops_trains_on_the_cached_views(paths, tmp_pa
     assert torch.allclose(item["image"], manual_view(paths[3], *crops[3][view]), atol=1e-5)
     batch = {"image": item["image"][None], "teacher_embed": item["teacher_embed"][None]}
     assert torch.isfinite(build_method(spec)(batch)["loss"])
+
+
+RANK_SCRIPT = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+from cgdmae.bench.targets_memory import memory_kb
+from cgdmae.pretrain.data import TeacherTargets
+
+dist.init_process_group("gloo")
+before = memory_kb()
+targets = TeacherTargets.load(sys.argv[1])
+rows = targets.embeds[dist.get_rank() :: 7].float().sum()  # reads a seventh of the store
+mapped = sys.argv[1] in open("/proc/self/maps").read()
+gained = memory_kb()["anonymous"] - before["anonymous"]
+out = {"mapped": mapped, "anonymous_kb": gained, "rows": float(rows)}
+with open(f"{sys.argv[2]}/rank{dist.get_rank()}.json", "w") as f:
+    json.dump(out, f)
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_ranks_share_the_memory_mapped_target_store(tmp_path):
+    """Two ranks open a 30 MB store: each maps the file and holds well under a tenth of it in
+    its own memory (the pages they read are the page cache's, shared)."""
+    import json
+    import subprocess
+    import sys
+
+    from cgdmae.models import atomic_save
+
+    n, views, dim = 5000, 4, 768
+    store = tmp_path / "targets.pt"
+    atomic_save({"paths": [f"{i}.jpg" for i in range(n)],
+                 "crops": torch.zeros(n, views, 5, dtype=torch.int32),
+                 "embeds": torch.ones(n, views, dim).half()}, store)  # fmt: skip
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run([*cmd, str(script), str(store), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    store_kb = n * views * dim * 2 / 1024
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["mapped"] and result["rows"] > 0
+        assert result["anonymous_kb"] < 0.1 * store_kb, result

@@ -122,9 +122,13 @@ class TeacherTargets:
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherTargets:
-        """Read a cache written by ``cache_teacher_targets``; a malformed one names the file."""
+        """Read a cache written by ``cache_teacher_targets``; a malformed one names the file.
+
+        The tensors are memory-mapped from the file, not read: the ranks of a DDP job and
+        their loader workers share one copy in the page cache (a million images × 4 views is
+        6 GB of embeddings), and each reads only the rows it draws."""
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             targets = cls(list(data["paths"]), data["crops"], data["embeds"])
             if "img_size" in data:
                 targets.img_size = tuple(int(v) for v in data["img_size"])
