@@ -330,6 +330,25 @@ def test_images_skipped_as_corrupt_are_in_no_subset(tmp_path):
         curate("random_59", records, x, cfg, tmp_path / "r59")
 
 
+def test_sharded_embeddings_join_into_the_unsharded_file(tmp_path):
+    from cgdmae.curation.embed import gather_embeddings
+
+    paths = []
+    for i in range(9):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (8, 8), (i * 20, 5 * i, 0)).save(paths[-1])
+    encode = lambda images: images.mean((2, 3))  # noqa: E731
+    settings = dict(batch_size=2, chunk_batches=1)
+    whole = embed_images(paths, encode, 8, tmp_path / "whole.npy", **settings)
+    shards = [tmp_path / f"s{i}.npz" for i in range(2)]
+    for i, shard in enumerate(shards):
+        embed_images(paths, encode, 8, shard, shard=i, shards=2, **settings)
+    joined = gather_embeddings(shards[::-1], tmp_path / "joined.npy")
+    assert np.array_equal(joined, whole) and np.array_equal(np.load(tmp_path / "joined.npy"), whole)
+    with pytest.raises(ValueError, match="not the 1 shards of one pool's embeddings"):
+        gather_embeddings(shards[1:], tmp_path / "bad.npy")
+
+
 def test_bad_inputs_name_the_setting(tmp_path):
     from cgdmae.curation.subsets import load_embeddings
 

@@ -78,10 +78,12 @@ def check(
     submissions: list[Submission], cpus_per_gpu: int, mem_mb_per_gpu: int, shards: int = 1
 ) -> list[str]:
     """What is wrong with the submitted jobs (an empty list when nothing is). With ``shards``
-    > 1 the teacher targets are made by GPU shard jobs and joined by a CPU job."""
+    > 1 the teacher targets and the curation embeddings are made by GPU shard jobs and joined
+    by a CPU job."""
     gpu_rules = set(GPU_RULES)
     if shards > 1:
-        gpu_rules = gpu_rules - {"teacher_targets"} | {"teacher_target_shard"}
+        gpu_rules -= {"teacher_targets", "curation_embed"}
+        gpu_rules |= {"teacher_target_shard", "curation_embed_shard"}
     problems = []
     for s in submissions:
         rule = s.rule

@@ -189,6 +189,18 @@ def run_resources(wildcards):
     return job_resources(spec["gpus"], nodes=spec.get("nodes", 1), threads=2)
 
 
+def curation_embed_inputs(wildcards):
+    """The pool and the teacher, or with ``cluster.shards`` > 1 the shard files to join."""
+    shards = config["cluster"]["shards"]
+    if shards == 1:
+        return {
+            "images": dataset_root(wildcards.dataset),
+            "teacher": f"results/teacher/{config['curation']['teacher']}/model",
+        }
+    stem = f"results/curation/embeddings/{wildcards.dataset}"
+    return {"shards": [f"{stem}.shard{i}of{shards}.npz" for i in range(shards)]}
+
+
 def teacher_targets_inputs(wildcards):
     """The teacher and the images, or with ``cluster.shards`` > 1 the shard files to join."""
     shards = config["cluster"]["shards"]

@@ -4,8 +4,7 @@ subset per name (curated_N, random_dedup_N, random_N, full) from the clusters.""
 
 rule curation_embed:
     input:
-        images=lambda wildcards: dataset_root(wildcards.dataset),
-        teacher=f"results/teacher/{config['curation']['teacher']}/model",
+        unpack(curation_embed_inputs),
     output:
         "results/curation/embeddings/{dataset}.npy",
     log:
@@ -14,10 +13,37 @@ rule curation_embed:
         "../envs/cgdmae.yaml"
     threads: 2
     resources:
+        **job_resources(
+            0 if config["cluster"]["shards"] > 1 else config["curation"]["gpus"],
+            threads=2,
+        ),
+        runtime=240,
+    params:
+        batch_size=config["curation"]["batch_size"],
+    script:
+        "../scripts/curate_embed.py"
+
+
+rule curation_embed_shard:
+    input:
+        images=lambda wildcards: dataset_root(wildcards.dataset),
+        teacher=f"results/teacher/{config['curation']['teacher']}/model",
+    output:
+        "results/curation/embeddings/{dataset}.shard{shard}of{shards}.npz",
+    log:
+        "logs/curation/embed_{dataset}.shard{shard}of{shards}.log",
+    wildcard_constraints:
+        shard=r"\d+",
+        shards=r"\d+",
+    conda:
+        "../envs/cgdmae.yaml"
+    threads: 2
+    resources:
         **job_resources(config["curation"]["gpus"], threads=2),
         runtime=240,
     params:
         batch_size=config["curation"]["batch_size"],
+        shard=lambda wildcards: [int(wildcards.shard), int(wildcards.shards)],
     script:
         "../scripts/curate_embed.py"
 

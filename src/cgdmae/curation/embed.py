@@ -14,6 +14,7 @@ import torchvision.transforms.functional as TF
 from tqdm import tqdm
 
 from cgdmae.data import load_rgb
+from cgdmae.files import atomic_write
 
 log = logging.getLogger(__name__)
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # [B, 3, H, W] in [0, 1] -> [B, D]
@@ -44,19 +45,23 @@ def embed_images(
     batch_size: int = 256,
     chunk_batches: int = 8,
     skip: Sequence[str | Path] = (),
+    shard: int = 0,
+    shards: int = 1,
 ) -> np.ndarray:
     """Embeddings [n, D] float16 of ``paths``, in order, written to ``out`` (.npy); the rows
     of the paths in ``skip`` (images that do not decode, under ``data.on_corrupt: skip``) are
     NaN, which curation leaves out of every subset.
 
     Work goes into ``<out>.partial/`` one chunk of ``chunk_batches`` batches at a time, each
-    chunk saved atomically; a killed job resumes from the chunks already there.
+    chunk saved atomically; a killed job resumes from the chunks already there. With
+    ``shards`` > 1 this job embeds every ``shards``-th chunk from ``shard`` on and writes them
+    to ``out`` as a shard file (.npz), which :func:`gather_embeddings` joins with the others.
     """
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     chunk = batch_size * chunk_batches
-    starts = range(0, len(paths), chunk)
+    starts = range(0, len(paths), chunk)[shard::shards]
     device = next((p.device for p in getattr(encode, "__self__", torch.nn.Module()).parameters()),
                   torch.device("cpu"))  # fmt: skip
     skipped = {str(p) for p in skip}
@@ -76,11 +81,36 @@ def embed_images(
             piece[good] = embedded[: len(good)]
             pieces.append(piece)
         _save_npy(np.concatenate(pieces).astype(np.float16), target)
-    done = sorted(partial.glob("*.npy"))
-    if len(done) != len(starts):
-        raise RuntimeError(f"{partial}: {len(done)} chunks, expected {len(starts)}")
-    embeddings = np.concatenate([np.load(p) for p in done])
-    _save_npy(embeddings, out)
+    pieces = [np.load(partial / f"{start:09d}.npy") for start in starts]
+    embeddings = np.concatenate(pieces)
+    if shards == 1:
+        _save_npy(embeddings, out)
+    else:
+        shard_file = {"starts": np.array(list(starts)), "lengths": [len(p) for p in pieces],
+                      "rows": embeddings, "shard": [shard, shards], "images": len(paths)}  # fmt: skip
+        atomic_write(out, lambda f: np.savez(f, **shard_file))
     shutil.rmtree(partial)
-    log.info("embedded %d images into %s (%s)", len(paths), out, embeddings.shape)
+    log.info("embedded %d images into %s (%s)", len(embeddings), out, embeddings.shape)
+    return embeddings
+
+
+def gather_embeddings(shard_files: Sequence[str | Path], out: str | Path) -> np.ndarray:
+    """The pool's embeddings from the shard files of ``embed_images(shard=i, shards=n)``: the
+    .npy one job over the whole pool writes, bit for bit."""
+    chunks, got, images = [], [], set()
+    for path in shard_files:
+        with np.load(path, allow_pickle=False) as f:
+            got.append(tuple(int(v) for v in f["shard"]))
+            images.add(int(f["images"]))
+            ends = np.cumsum(f["lengths"])
+            rows = np.split(f["rows"], ends[:-1])
+            chunks += [(int(s), r) for s, r in zip(f["starts"], rows, strict=True)]
+    count = len(shard_files)
+    if sorted(got) != [(i, count) for i in range(count)] or len(images) != 1:
+        raise ValueError(
+            f"{', '.join(map(str, shard_files))}: not the {count} shards of one pool's "
+            f"embeddings (shards {sorted(got)}); delete them and re-run curation_embed"
+        )
+    embeddings = np.concatenate([rows for _, rows in sorted(chunks, key=lambda c: c[0])])
+    _save_npy(embeddings, Path(out))
     return embeddings
