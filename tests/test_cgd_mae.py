@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from cgdmae.models import create_mae
 from cgdmae.pretrain.data import denormalize
-from cgdmae.pretrain.engine import _method_state
 from cgdmae.pretrain.methods import method_class
 from cgdmae.pretrain.methods.cgd_mae import similarity_loss, text_kl_loss
+from cgdmae.training.engine import _method_state
 
 
 def tiny_mae():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cgdmae.pretrain.checkpoint import (
+from cgdmae.training.checkpoint import (
     REQUIRED_KEYS,
     CheckpointError,
     atomic_write,
@@ -132,7 +132,7 @@ def test_before_a_resume_an_unloadable_checkpoint_is_set_aside(tmp_path, kind, c
         plant(path, kind)
         content = path.read_bytes()
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="cgdmae.pretrain.checkpoint"):
+        with caplog.at_level(logging.WARNING, logger="cgdmae.training.checkpoint"):
             assert check(path) is None
         assert not path.exists()
         aside = sorted(tmp_path.glob("checkpoint.corrupt-*.pth"), key=os.path.getmtime)[-1]
@@ -147,7 +147,7 @@ def test_a_readable_checkpoint_is_resumed_and_a_stale_one_kept_apart(tmp_path, c
     save_checkpoint(state, path)
     set_aside_if_stale(path, {"epochs": 4})
     assert load_resumable(path)["config"] == {"epochs": 4}
-    with caplog.at_level(logging.WARNING, logger="cgdmae.pretrain.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="cgdmae.training.checkpoint"):
         set_aside_if_stale(path, {"epochs": 8})
     [aside] = tmp_path.glob("checkpoint.stale-*.pth")
     assert not path.exists()

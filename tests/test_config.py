@@ -200,8 +200,8 @@ def test_provenance_names_config_files_inside_the_workdir_relatively(tmp_path):
 
 def resolved(spec: dict) -> tuple[float, int, int, float]:
     """(peak lr, effective batch, epochs, warm-up epochs) as the pre-training job resolves them."""
-    from cgdmae.pretrain.engine import peak_lr
     from cgdmae.pretrain.run import train_config
+    from cgdmae.training.engine import peak_lr
 
     cfg = train_config(spec, seed=0)
     world_size = spec["gpus"] * spec.get("nodes", 1)

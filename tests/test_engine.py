@@ -15,9 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from cgdmae.pretrain.checkpoint import CheckpointError, drop_optimizer_state, load_checkpoint
-from cgdmae.pretrain.distributed import DistEnv, EpochShardSampler
-from cgdmae.pretrain.engine import (
+from cgdmae.pretrain.methods.base import PretrainMethod
+from cgdmae.training.checkpoint import CheckpointError, drop_optimizer_state, load_checkpoint
+from cgdmae.training.distributed import DistEnv, EpochShardSampler
+from cgdmae.training.engine import (
     EXIT_PREEMPTED,
     NonFiniteLossError,
     Preempted,
@@ -30,7 +31,6 @@ from cgdmae.pretrain.engine import (
     scheduled_weight_decay,
     train,
 )
-from cgdmae.pretrain.methods.base import PretrainMethod
 
 TESTS = Path(__file__).resolve().parent
 DIM, HIDDEN = 12, 8
@@ -214,7 +214,7 @@ SIGTERM_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_engine import CFG, TinyMethod, Vectors
-from cgdmae.pretrain.engine import EXIT_PREEMPTED, Preempted, TrainConfig, train
+from cgdmae.training.engine import EXIT_PREEMPTED, Preempted, TrainConfig, train
 
 try:
     train(TinyMethod(), Vectors(delay=0.05), TrainConfig(**CFG), {out!r})
@@ -441,7 +441,7 @@ import sys, torch
 sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 from test_engine import CFG, TinyMethod, Vectors
-from cgdmae.pretrain.engine import TrainConfig, train
+from cgdmae.training.engine import TrainConfig, train
 
 train(TinyMethod(mask_ratio=0.0), Vectors(n=16), TrainConfig(**{{**CFG, "epochs": 2}}), {out!r})
 """

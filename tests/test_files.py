@@ -8,8 +8,8 @@ import pytest
 from cgdmae.data.synth.contact_sheet import write_contact_sheet
 from cgdmae.files import atomic_write, write_json
 from cgdmae.models import create_mae, save_encoder
-from cgdmae.pretrain.checkpoint import save_checkpoint
 from cgdmae.pretrain.cli import remove_stale_temp_files
+from cgdmae.training.checkpoint import save_checkpoint
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from cgdmae.finetune.backbone import EncoderMismatchError, load_vit
 from cgdmae.finetune.run import run_finetune
 from cgdmae.finetune.tasks import FinetuneTask, batch_hard_triplet, cls_feature
 from cgdmae.models import create_mae, save_encoder
-from cgdmae.pretrain.engine import Preempted
+from cgdmae.training.engine import Preempted
 
 SCHEMA = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
 MODEL = {
@@ -346,7 +346,7 @@ def named_groups(optimizer, module):
 
 
 def test_layer_decay_groups_follow_maes_rule():
-    from cgdmae.pretrain.engine import TrainConfig, build_optimizer
+    from cgdmae.training.engine import TrainConfig, build_optimizer
 
     spec = tiny_spec(layer_decay=0.65, weight_decay=0.05)
     module = tiny_task("vfr", spec, depth=3)
@@ -380,7 +380,7 @@ def test_layer_decay_groups_follow_maes_rule():
         no_decay = param.ndim == 1 or short in ("cls_token", "pos_embed")
         assert groups[name]["weight_decay"] == (0.0 if no_decay else 0.05), name
     # the engine's scheduler applies the scales: each group's lr is the schedule's × its scale
-    from cgdmae.pretrain.engine import make_scheduler
+    from cgdmae.training.engine import make_scheduler
 
     make_scheduler(optimizer, cfg, steps_per_epoch=10).step_update(0)
     for group in optimizer.param_groups:
@@ -400,7 +400,7 @@ def test_finetuning_with_layer_decay_trains(data, tmp_path, task):
 
 def test_paper_reid_recipe_is_transreids_optimizer():
     from cgdmae.finetune.spec import dataset_spec
-    from cgdmae.pretrain.engine import TrainConfig, build_optimizer
+    from cgdmae.training.engine import TrainConfig, build_optimizer
 
     spec = dataset_spec(paper_task("reid"), "veri776")
     module = tiny_task("reid", spec)
@@ -585,7 +585,7 @@ def test_mae_recipe_keys_reach_the_transforms_lr_and_heads():
         blr=5e-4, batch_size=64, head_init_std=2e-5, rand_augment="rand-m9-mstd0.5-inc1"
     )
     assert finetune_config(spec, 0).lr is None
-    from cgdmae.pretrain.engine import peak_lr
+    from cgdmae.training.engine import peak_lr
 
     assert peak_lr(finetune_config(spec, 0), 1) == pytest.approx(5e-4 * 64 / 256)
     assert peak_lr(finetune_config(task_spec(lr=5e-4), 0), 1) == 5e-4
@@ -619,7 +619,7 @@ def test_vfr_trains_with_maes_recipe(data, tmp_path):
 
 def test_paper_var_and_vfr_follow_maes_recipe():
     from cgdmae.finetune.run import finetune_config
-    from cgdmae.pretrain.engine import peak_lr
+    from cgdmae.training.engine import peak_lr
 
     for task in ("var", "vfr"):
         spec = paper_task(task)

@@ -13,8 +13,8 @@ import pytest
 import torch
 from method_helpers import write_noise_images
 
-from cgdmae.pretrain.checkpoint import load_checkpoint
-from cgdmae.pretrain.engine import TrainConfig, train
+from cgdmae.training.checkpoint import load_checkpoint
+from cgdmae.training.engine import TrainConfig, train
 
 TESTS = Path(__file__).parent
 METHODS = ("person_mae", "person_vit", "mae_lite")
@@ -26,7 +26,7 @@ sys.path.insert(0, {tests!r})
 torch.set_num_threads(1)
 import torch.distributed as dist
 from test_methods_ddp import METHODS, cases
-from cgdmae.pretrain.engine import TrainConfig, train
+from cgdmae.training.engine import TrainConfig, train
 
 out = Path({out!r})
 for name in METHODS:

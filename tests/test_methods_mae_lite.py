@@ -6,14 +6,14 @@ from method_helpers import RESUME_CFG, Interrupt, without_timing
 from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae, encoder_state_dict
-from cgdmae.pretrain.checkpoint import load_checkpoint
-from cgdmae.pretrain.engine import Preempted, TrainConfig, _method_state, build_optimizer, train
 from cgdmae.pretrain.methods import method_class
 from cgdmae.pretrain.methods.mae_lite import (
     attention_logits,
     encode_with_attention,
     load_teacher_encoder,
 )
+from cgdmae.training.checkpoint import load_checkpoint
+from cgdmae.training.engine import Preempted, TrainConfig, _method_state, build_optimizer, train
 
 SIZE, PATCH = (32, 16), 8
 

@@ -8,15 +8,12 @@ from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae
 from cgdmae.models.pos_embed import _sincos_1d
-from cgdmae.pretrain.checkpoint import load_checkpoint
-from cgdmae.pretrain.engine import Preempted, TrainConfig, _method_state, build_optimizer, train
 from cgdmae.pretrain.methods import method_class
-from cgdmae.pretrain.methods.person_mae import (
-    ema_momentum,
-    encode_tokens,
-    shifted_pos_embed,
-)
+from cgdmae.pretrain.methods.encoders import ema_momentum, encode_tokens
+from cgdmae.pretrain.methods.person_mae import shifted_pos_embed
 from cgdmae.pretrain.views import CrossRegionDataset, cross_regions, draw_shift
+from cgdmae.training.checkpoint import load_checkpoint
+from cgdmae.training.engine import Preempted, TrainConfig, _method_state, build_optimizer, train
 
 SIZE, PATCH = (32, 16), 8
 GRID = (SIZE[0] // PATCH, SIZE[1] // PATCH)

@@ -11,13 +11,13 @@ from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae
-from cgdmae.pretrain.checkpoint import load_checkpoint
 from cgdmae.pretrain.data import sample_crop
-from cgdmae.pretrain.engine import Preempted, TrainConfig, _method_state, train
 from cgdmae.pretrain.methods import method_class
-from cgdmae.pretrain.methods.person_mae import encode_tokens
+from cgdmae.pretrain.methods.encoders import encode_tokens
 from cgdmae.pretrain.methods.person_vit import dino_loss, mim_loss, update_center
 from cgdmae.pretrain.views import MultiCropDataset
+from cgdmae.training.checkpoint import load_checkpoint
+from cgdmae.training.engine import Preempted, TrainConfig, _method_state, train
 
 SIZE, LOCAL, PATCH = (32, 16), (16, 8), 8
 GRID = (SIZE[0] // PATCH, SIZE[1] // PATCH)

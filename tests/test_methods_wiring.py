@@ -10,12 +10,12 @@ from PIL import Image
 
 from cgdmae.config import ConfigError, all_runs, run_spec, validate_config
 from cgdmae.finetune.backbone import load_vit
-from cgdmae.pretrain.checkpoint import load_checkpoint
 from cgdmae.pretrain.methods.mae_lite import MAELiteMethod
 from cgdmae.pretrain.methods.person_mae import PersonMAEMethod
 from cgdmae.pretrain.methods.person_vit import PersonViTMethod
 from cgdmae.pretrain.run import build_dataset, build_method, run_pretraining, train_config
 from cgdmae.pretrain.views import CrossRegionDataset, MultiCropDataset
+from cgdmae.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -171,10 +171,14 @@ def test_targets_made_for_other_crops_are_refused_naming_both(paths, tmp_path):
 
 
 def test_cache_teacher_targets_records_the_crops_it_was_made_for(paths, tmp_path):
-    from cgdmae.pretrain.teacher import cache_teacher_targets
+    from cgdmae.teacher.targets import cache_teacher_targets
 
-    class Teacher:
-        embed_dim, mean = 3, torch.zeros(3)
+    class Teacher(torch.nn.Module):
+        embed_dim = 3
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.zeros(3))
 
         def encode_image(self, batch):
             return torch.nn.functional.normalize(batch.mean((2, 3)), dim=-1)

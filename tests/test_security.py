@@ -18,9 +18,9 @@ import yaml
 from test_engine import CFG, TinyMethod, Vectors, assert_same_result, read_log
 
 from cgdmae.config import run_spec, validate_config
-from cgdmae.pretrain.checkpoint import CheckpointError, load_checkpoint, set_aside_if_stale
-from cgdmae.pretrain.engine import TrainConfig, train
 from cgdmae.report.reconstruct import reconstruct
+from cgdmae.training.checkpoint import CheckpointError, load_checkpoint, set_aside_if_stale
+from cgdmae.training.engine import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -78,7 +78,7 @@ def test_reconstructions_refuse_the_planted_checkpoint(planted):
 def test_staleness_check_sets_the_planted_checkpoint_aside(planted, caplog):
     out, marker = planted
     path = out / "checkpoint.pth"
-    with caplog.at_level(logging.WARNING, logger="cgdmae.pretrain.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="cgdmae.training.checkpoint"):
         set_aside_if_stale(path, config={})
     assert not marker.exists() and not path.exists()
     [aside] = out.glob("checkpoint.corrupt-*.pth")
@@ -89,7 +89,7 @@ def test_staleness_check_sets_the_planted_checkpoint_aside(planted, caplog):
 def test_resume_sets_the_planted_checkpoint_aside_and_starts_over(planted, tmp_path, caplog):
     """The retried job does not fail again: it trains from scratch, as an untouched run would."""
     out, marker = planted
-    with caplog.at_level(logging.WARNING, logger="cgdmae.pretrain.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="cgdmae.training.checkpoint"):
         train(TinyMethod(), Vectors(), TrainConfig(**CFG), out)
     assert not marker.exists()
     assert f"{out / 'checkpoint.pth'}: refused by a weights-only load" in caplog.text

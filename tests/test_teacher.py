@@ -15,15 +15,15 @@ from PIL import Image, ImageDraw
 from cgdmae.data import DatasetFormatError, read_pool
 from cgdmae.data.synth.world import VERI_COLORS, VERI_TYPES
 from cgdmae.pretrain.data import PretrainDataset, TeacherTargets, denormalize, normalize
-from cgdmae.pretrain.teacher import (
+from cgdmae.teacher.clip import (
     TeacherUnavailableError,
     attribute_prompts,
-    cache_teacher_targets,
     describe_pretrained,
     load_teacher,
     resolve_pretrained,
     train_small_teacher,
 )
+from cgdmae.teacher.targets import cache_teacher_targets
 
 SMALL = dict(
     embed_dim=32,
@@ -302,7 +302,7 @@ def test_teacher_targets_resume_from_their_committed_chunks(trained, pool, tmp_p
 def test_sharded_teacher_targets_join_into_the_unsharded_store(trained, pool, tmp_path):
     """cluster.shards: 3 jobs each make every third chunk; joined, the store is the one job's,
     bit for bit. Shards of different settings, or a missing one, are refused."""
-    from cgdmae.pretrain.teacher import gather_teacher_targets
+    from cgdmae.teacher.targets import gather_teacher_targets
 
     teacher = load_teacher(trained[0])
     paths = [r.path for r in read_pool(pool)][:7]
@@ -336,9 +336,9 @@ def test_text_anchors_file_is_the_teachers_and_spares_loading_it(trained, tmp_pa
     import yaml
 
     from cgdmae.config import run_spec, validate_config
-    from cgdmae.pretrain import teacher as teacher_module
+    from cgdmae.teacher import clip as teacher_module
     from cgdmae.pretrain.run import build_cgd_mae, build_model
-    from cgdmae.pretrain.teacher import attribute_prompts, load_text_anchors, save_text_anchors
+    from cgdmae.teacher.clip import attribute_prompts, load_text_anchors, save_text_anchors
 
     root = Path(__file__).resolve().parents[1]
     config = yaml.safe_load((root / "tests/configs/tiny.yaml").read_text())
@@ -365,7 +365,7 @@ def test_text_anchors_file_is_the_teachers_and_spares_loading_it(trained, tmp_pa
 def test_random_weights_file_loads_as_a_pretrained_teacher(tmp_path):
     """The rehearsal's stand-in for OpenAI's weights: a local file of a random open_clip model,
     in float16, read through the `pretrained: <file>` path."""
-    from cgdmae.pretrain.teacher import save_random_weights
+    from cgdmae.teacher.clip import save_random_weights
 
     register_tiny_clip(tmp_path, "cgdmae-random-clip")
     weights = tmp_path / "random.pt"

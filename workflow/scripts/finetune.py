@@ -3,7 +3,7 @@
 import sys
 
 from cgdmae.finetune.run import run_finetune
-from cgdmae.pretrain.engine import EXIT_PREEMPTED, Preempted
+from cgdmae.training.engine import EXIT_PREEMPTED, Preempted
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:

@@ -1,6 +1,6 @@
 """A randomly initialised open_clip model as a local weights file (the rehearsal's teacher)."""
 
-from cgdmae.pretrain.teacher import save_random_weights
+from cgdmae.teacher.clip import save_random_weights
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:

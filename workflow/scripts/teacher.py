@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cgdmae.data import read_pool
 from cgdmae.files import file_sha256, write_json
-from cgdmae.pretrain.teacher import (
+from cgdmae.teacher.clip import (
     OPEN_CLIP_WEIGHTS,
     describe_pretrained,
     resolve_pretrained,

@@ -2,7 +2,8 @@
 them, one shard of them, or join the shards into the store."""
 
 from cgdmae.pretrain.run import training_images
-from cgdmae.pretrain.teacher import cache_teacher_targets, gather_teacher_targets, load_teacher
+from cgdmae.teacher.clip import load_teacher
+from cgdmae.teacher.targets import cache_teacher_targets, gather_teacher_targets
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:

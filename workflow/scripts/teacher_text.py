@@ -1,7 +1,7 @@
 """The teacher's text embeddings of the KL anchors (templates × colours × types), once for
 every run that uses them."""
 
-from cgdmae.pretrain.teacher import save_text_anchors
+from cgdmae.teacher.clip import save_text_anchors
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:

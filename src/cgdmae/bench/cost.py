@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from cgdmae.config import all_runs, finetune_jobs, finetune_spec, load_config, run_spec
 from cgdmae.curation.subsets import parse_subset, subset_size
-from cgdmae.pretrain.teacher import hub_offline, small_clip
+from cgdmae.teacher.clip import hub_offline, small_clip
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 

@@ -2,7 +2,7 @@
 
     python -m cgdmae.bench.gpu_check --out gpu_check.json
 
-Each check trains the real engine (:func:`cgdmae.pretrain.engine.train`) on random images:
+Each check trains the real engine (:func:`cgdmae.training.engine.train`) on random images:
 
 * ``train``: MAE ViT-B/16 at 224, bf16 autocast and fused AdamW, 2 epochs; the loss must fall
   and stay finite, and the checkpoint must load back with ``weights_only=True``.
@@ -31,9 +31,9 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from cgdmae.models import create_mae
-from cgdmae.pretrain.checkpoint import load_checkpoint
-from cgdmae.pretrain.engine import LOG_CSV, TrainConfig, train
 from cgdmae.pretrain.methods import method_class
+from cgdmae.training.checkpoint import load_checkpoint
+from cgdmae.training.engine import LOG_CSV, TrainConfig, train
 
 
 class RandomImages(Dataset):

@@ -107,10 +107,10 @@ def checkpoint_study(
     checkpoint: Path, targets: Path, n: int = 256, seed: int = 0
 ) -> dict[str, Any]:
     """The trained student and a freshly initialised one on ``n`` cached pool crops."""
-    from cgdmae.pretrain.checkpoint import load_checkpoint
     from cgdmae.pretrain.data import PretrainDataset, TeacherTargets
     from cgdmae.pretrain.methods import method_class
     from cgdmae.pretrain.run import build_model
+    from cgdmae.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     spec = state["config"]

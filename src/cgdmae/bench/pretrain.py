@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from cgdmae.models import create_mae
-from cgdmae.pretrain.engine import bench_step
 from cgdmae.pretrain.methods import method_class
+from cgdmae.training.engine import bench_step
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -120,7 +120,7 @@ def main() -> None:
 
     teacher = None
     if args.teacher:
-        from cgdmae.pretrain.teacher import random_teacher
+        from cgdmae.teacher.clip import random_teacher
 
         teacher = random_teacher(args.teacher, device)
         clip_dim = teacher.embed_dim

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cgdmae.pretrain.teacher import cache_teacher_targets, random_teacher
+from cgdmae.teacher.clip import random_teacher
+from cgdmae.teacher.targets import cache_teacher_targets
 
 
 def write_images(folder: Path, n: int, size: int) -> list[Path]:

@@ -22,7 +22,7 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # [B, 3, H, W] in [0, 1] -> [B
 
 def teacher_encoder(model_dir: str | Path) -> tuple[Encoder, int]:
     """The CLIP teacher's image tower (L2-normalised embeddings) and its input size."""
-    from cgdmae.pretrain.teacher import load_teacher
+    from cgdmae.teacher.clip import load_teacher
 
     teacher = load_teacher(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
     return teacher.encode_image, teacher.image_size

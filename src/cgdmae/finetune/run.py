@@ -33,8 +33,8 @@ from cgdmae.finetune.tasks import (
     SegmentTask,
     init_head,
 )
-from cgdmae.pretrain.checkpoint import seed_everything, set_aside_if_stale
-from cgdmae.pretrain.engine import CHECKPOINT, TrainConfig, TrainResult, train
+from cgdmae.training.checkpoint import seed_everything, set_aside_if_stale
+from cgdmae.training.engine import CHECKPOINT, TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Fine-tuning tasks as modules the training engine can drive (``cgdmae.pretrain.engine``).
+"""Fine-tuning tasks as modules the training engine can drive (``cgdmae.training.engine``).
 
 Each task owns ``self.model`` (the ViT backbone plus its heads, saved as the checkpoint's
 ``model``), returns its loss terms from ``forward(batch)`` and predicts with ``predict``. The

@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cgdmae.pretrain.engine import EXIT_PREEMPTED, Preempted
 from cgdmae.pretrain.run import run_pretraining
+from cgdmae.training.engine import EXIT_PREEMPTED, Preempted
 from cgdmae.workflow import AttemptLog, attempt_log, logging_to
 
 log = logging.getLogger(__name__)

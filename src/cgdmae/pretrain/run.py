@@ -18,18 +18,18 @@ from typing import Any
 from cgdmae.data import read_manifest, read_pool
 from cgdmae.data.scan import decoding_workers, without_corrupt
 from cgdmae.models import create_mae
-from cgdmae.pretrain.checkpoint import (
+from cgdmae.pretrain.data import PretrainDataset, TeacherTargets
+from cgdmae.pretrain.methods import PretrainMethod, method_class
+from cgdmae.pretrain.methods.mae_lite import load_teacher_encoder
+from cgdmae.pretrain.views import CrossRegionDataset, MultiCropDataset
+from cgdmae.training.checkpoint import (
     CheckpointError,
     drop_optimizer_state,
     load_checkpoint,
     seed_everything,
     set_aside_if_stale,
 )
-from cgdmae.pretrain.data import PretrainDataset, TeacherTargets
-from cgdmae.pretrain.engine import CHECKPOINT, ENCODER, LOG_CSV, TrainConfig, TrainResult, train
-from cgdmae.pretrain.methods import PretrainMethod, method_class
-from cgdmae.pretrain.methods.mae_lite import load_teacher_encoder
-from cgdmae.pretrain.views import CrossRegionDataset, MultiCropDataset
+from cgdmae.training.engine import CHECKPOINT, ENCODER, LOG_CSV, TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def build_cgd_mae(
 ) -> PretrainMethod:
     """CGD-MAE around ``model``. The KL anchors come from ``text_anchors`` (the teacher_text
     rule's file) when given; the teacher itself is loaded only for online targets."""
-    from cgdmae.pretrain.teacher import attribute_prompts, load_teacher, load_text_anchors
+    from cgdmae.teacher.clip import attribute_prompts, load_teacher, load_text_anchors
 
     distill = spec["distill"]
     online = distill["targets"] == "online"

@@ -9,9 +9,9 @@ import torch
 from torchvision.transforms import functional as TF
 
 from cgdmae.data import load_rgb
-from cgdmae.pretrain.checkpoint import load_checkpoint
 from cgdmae.pretrain.data import denormalize, normalize
 from cgdmae.pretrain.run import build_model
+from cgdmae.training.checkpoint import load_checkpoint
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from torch import nn
 from cgdmae.models import MaskedAutoencoderViT, block_mask_noise
 from cgdmae.models.export import DECODER_PREFIXES
 from cgdmae.pretrain.methods.base import PretrainMethod, register_method
-from cgdmae.pretrain.methods.person_mae import encoder_copy
+from cgdmae.pretrain.methods.encoders import encoder_copy
 
 
 def attention_logits(block: Block, x: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ from torch import nn
 from cgdmae.models import MaskedAutoencoderViT, encoder_state_dict
 from cgdmae.models.export import DECODER_PREFIXES
 from cgdmae.pretrain.methods.base import PretrainMethod, register_method
-from cgdmae.pretrain.methods.person_mae import (
+from cgdmae.pretrain.methods.encoders import (
     ema_momentum,
     ema_update,
     encode_tokens,

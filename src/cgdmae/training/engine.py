@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cgdmae.files import atomic_write
-from cgdmae.pretrain.checkpoint import (
+from cgdmae.training.checkpoint import (
     CheckpointError,
     config_differences,
     load_resumable,
@@ -53,7 +53,7 @@ from cgdmae.pretrain.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from cgdmae.pretrain.distributed import (
+from cgdmae.training.distributed import (
     EpochShardSampler,
     any_rank,
     barrier,

@@ -31,7 +31,7 @@ from cgdmae.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-# what the engine writes and needs back to resume (see cgdmae.pretrain.engine)
+# what the engine writes and needs back to resume (see cgdmae.training.engine)
 REQUIRED_KEYS = (
     *("model", "method", "optimizer", "config", "train_config", "rng_ranks"),
     *("epoch", "batch_in_epoch", "step", "samples_seen", "epoch_sums", "log_rows"),
