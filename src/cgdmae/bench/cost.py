@@ -37,7 +37,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from cgdmae.config import all_runs, finetune_jobs, finetune_spec, load_config, run_spec
+from cgdmae.config import (
+    all_runs,
+    cached_views,
+    finetune_jobs,
+    finetune_spec,
+    load_config,
+    run_spec,
+    targets_file,
+)
 from cgdmae.curation.subsets import parse_subset, subset_size
 from cgdmae.teacher.clip import hub_offline, small_clip
 
@@ -367,21 +375,6 @@ class ImageCounts:
         return self.train_images[name]
 
 
-def target_views(config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The fixed views whose teacher targets a run reads (one teacher_targets job per distinct
-    set), or None: cgdmae.config.cached_views where the config module has it, else cgd_mae's
-    cached targets with the teacher's ``cache_views``."""
-    try:
-        from cgdmae.config import cached_views
-    except ImportError:
-        if spec["method"] != "cgd_mae" or spec["distill"]["targets"] != "cached":
-            return None
-        teacher = spec["distill"]["teacher"]
-        views = config["teachers"][teacher]["cache_views"]
-        return {"teacher": teacher, "dataset": spec["dataset"], "views": views}
-    return cached_views(config, spec)
-
-
 def steps_cap(images: int, max_steps: int | None, per_step: int) -> int:
     """Images processed under a rehearsal's ``limits.max_steps`` (optimizer steps per job)."""
     return images if max_steps is None else min(images, max_steps * per_step)
@@ -402,10 +395,15 @@ def cost_rows(
     specs = {run: run_spec(config, run) for run in runs}
     rows = []
 
-    # cached teacher targets: one job per distinct set of fixed views that runs train on
-    views_of = [target_views(config, s) for s in specs.values()]
-    jobs = sorted({json.dumps(v, sort_keys=True) for v in views_of if v is not None})
-    for job in map(json.loads, jobs):
+    # cached teacher targets: one store per teacher, dataset and crop setting, with the most
+    # views any run reads from it (cgdmae.config.targets_file)
+    stores: dict[str, dict[str, Any]] = {}
+    for spec in specs.values():
+        views = cached_views(config, spec)
+        if views is not None:
+            held = stores.setdefault(targets_file(config, spec), views)
+            held["views"] = max(held["views"], views["views"])
+    for _, job in sorted(stores.items()):
         teacher, dataset, views = job["teacher"], job["dataset"], job["views"]
         images = count(dataset) * views
         rows.append(
