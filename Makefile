@@ -36,7 +36,7 @@ test: $(STAMP)
 ## works in $(REHEARSAL_DIR)/, so results/ is left alone; sbatch lines: $(REHEARSAL_DIR)/sbatch.log.
 REHEARSAL_DIR ?= .rehearsal
 REHEARSAL_FLAGS ?=
-REHEARSAL_NEED_GB ?= 30
+REHEARSAL_NEED_GB ?= 28
 REHEARSAL_CONFIGS = $(abspath config/paper.yaml) $(abspath config/rehearsal.yaml)
 rehearsal: $(STAMP)
 	mkdir -p $(REHEARSAL_DIR)
