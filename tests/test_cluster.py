@@ -104,7 +104,6 @@ def test_paper_jobs_ask_slurm_for_what_they_use(tmp_path):
     assert jobs["curation_clusters"].minutes == 240  # hierarchical k-means over the pool
     for gpu_rule in ("teacher_targets", "curation_clusters"):  # ViT-L/14 and torch k-means
         assert (jobs[gpu_rule].gpus, jobs[gpu_rule].cpus) == (1, 12), jobs[gpu_rule]
-    assert (jobs["curation_subset"].gpus, jobs["curation_subset"].cpus) == (0, 1)  # sampling
     assert (jobs["contact_sheet"].gpus, jobs["contact_sheet"].cpus) == (0, 1)
     assert all("-A lab -p gpu" in s.line for s in jobs.values())
 
