@@ -347,6 +347,11 @@ def test_sharded_embeddings_join_into_the_unsharded_file(tmp_path):
     assert np.array_equal(joined, whole) and np.array_equal(np.load(tmp_path / "joined.npy"), whole)
     with pytest.raises(ValueError, match="not the 1 shards of one pool's embeddings"):
         gather_embeddings(shards[1:], tmp_path / "bad.npy")
+    # more shards than chunks (three chunks of 4 images): the fourth shard has none
+    shards = [tmp_path / f"q{i}.npz" for i in range(4)]
+    for i, shard in enumerate(shards):
+        embed_images(paths, encode, 8, shard, shard=i, shards=4, batch_size=4)
+    assert np.array_equal(gather_embeddings(shards, tmp_path / "four.npy"), whole)
 
 
 def test_bad_inputs_name_the_setting(tmp_path):

@@ -321,6 +321,14 @@ def test_sharded_teacher_targets_join_into_the_unsharded_store(trained, pool, tm
     assert torch.equal(joined.embeds, one.embeds)
     with pytest.raises(ValueError, match=r"not the 2 shards of one target store"):
         gather_teacher_targets(shards[:2], tmp_path / "short.pt")
+    # more shards than chunks (batches of 4 images: two chunks): the third shard has none
+    settings |= {"batch_size": 8, "chunk_batches": 64}
+    cache_teacher_targets(teacher, paths, tmp_path / "one8.pt", **settings)
+    for i, shard in enumerate(shards):
+        cache_teacher_targets(teacher, paths, shard, shard=i, shards=3, **settings)
+    gather_teacher_targets(shards, tmp_path / "joined8.pt")
+    one8 = TeacherTargets.load(tmp_path / "one8.pt")
+    assert torch.equal(TeacherTargets.load(tmp_path / "joined8.pt").embeds, one8.embeds)
 
 
 def normalize_back(image: torch.Tensor) -> torch.Tensor:
@@ -336,8 +344,8 @@ def test_text_anchors_file_is_the_teachers_and_spares_loading_it(trained, tmp_pa
     import yaml
 
     from cgdmae.config import run_spec, validate_config
-    from cgdmae.teacher import clip as teacher_module
     from cgdmae.pretrain.run import build_cgd_mae, build_model
+    from cgdmae.teacher import clip as teacher_module
     from cgdmae.teacher.clip import attribute_prompts, load_text_anchors, save_text_anchors
 
     root = Path(__file__).resolve().parents[1]

@@ -74,3 +74,15 @@ def dataset_fingerprint(root: str | Path) -> str:
         if path.is_file()
     )
     return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+
+
+def chunk_starts(
+    n: int, batch: int, chunk_batches: int, shard: int = 0, shards: int = 1
+) -> tuple[int, range]:
+    """The chunk size of a resumable job over ``n`` items and where shard ``shard`` of
+    ``shards`` starts its chunks: chunks of whole batches (so the batches, and every output
+    bit, do not depend on the chunking), at most ``chunk_batches`` each and small enough that
+    every shard gets one where there are enough batches."""
+    per_shard = -(-n // (batch * shards))  # batches per shard, rounded up
+    chunk = batch * max(1, min(chunk_batches, per_shard))
+    return chunk, range(0, n, chunk)[shard::shards]

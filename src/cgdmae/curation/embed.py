@@ -14,7 +14,7 @@ import torchvision.transforms.functional as TF
 from tqdm import tqdm
 
 from cgdmae.data import load_rgb
-from cgdmae.files import atomic_write
+from cgdmae.files import atomic_write, chunk_starts
 
 log = logging.getLogger(__name__)
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # [B, 3, H, W] in [0, 1] -> [B, D]
@@ -60,8 +60,7 @@ def embed_images(
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
-    chunk = batch_size * chunk_batches
-    starts = range(0, len(paths), chunk)[shard::shards]
+    chunk, starts = chunk_starts(len(paths), batch_size, chunk_batches, shard, shards)
     device = next((p.device for p in getattr(encode, "__self__", torch.nn.Module()).parameters()),
                   torch.device("cpu"))  # fmt: skip
     skipped = {str(p) for p in skip}
@@ -82,7 +81,7 @@ def embed_images(
             pieces.append(piece)
         _save_npy(np.concatenate(pieces).astype(np.float16), target)
     pieces = [np.load(partial / f"{start:09d}.npy") for start in starts]
-    embeddings = np.concatenate(pieces)
+    embeddings = np.concatenate(pieces) if pieces else np.zeros((0, 0), np.float16)  # no chunk
     if shards == 1:
         _save_npy(embeddings, out)
     else:
@@ -102,9 +101,9 @@ def gather_embeddings(shard_files: Sequence[str | Path], out: str | Path) -> np.
         with np.load(path, allow_pickle=False) as f:
             got.append(tuple(int(v) for v in f["shard"]))
             images.add(int(f["images"]))
-            ends = np.cumsum(f["lengths"])
-            rows = np.split(f["rows"], ends[:-1])
-            chunks += [(int(s), r) for s, r in zip(f["starts"], rows, strict=True)]
+            if len(f["starts"]):  # a shard with no chunk (fewer chunks than shards) adds none
+                rows = np.split(f["rows"], np.cumsum(f["lengths"])[:-1])
+                chunks += [(int(s), r) for s, r in zip(f["starts"], rows, strict=True)]
     count = len(shard_files)
     if sorted(got) != [(i, count) for i in range(count)] or len(images) != 1:
         raise ValueError(

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cgdmae.data import load_rgb
-from cgdmae.files import atomic_write
+from cgdmae.files import atomic_write, chunk_starts
 from cgdmae.models import atomic_save
 from cgdmae.pretrain.data import apply_crop, sample_crop
 from cgdmae.teacher.clip import Teacher
@@ -92,12 +92,12 @@ def cache_teacher_targets(
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
     per_batch = max(1, batch_size // views)
-    chunk = per_batch * chunk_batches
-    identity = _targets_identity(teacher, paths, views, img_size, scale, seed, hflip, per_batch)
+    chunk, starts = chunk_starts(len(paths), per_batch, chunk_batches, shard, shards)
+    identity = _targets_identity(teacher, paths, views, img_size, scale, seed, hflip, per_batch,
+                                 chunk)  # fmt: skip
     _clear_unless(partial, identity)
     dataset = TargetViews(paths, views, img_size, scale, seed, hflip)
     device = teacher.mean.device
-    starts = range(0, len(paths), chunk)[shard::shards]
     for start in tqdm(starts, desc="teacher targets", unit="chunk", disable=None):
         target = partial / f"{start:09d}.pt"
         if target.exists():
