@@ -3,7 +3,7 @@ one shard of it, or join the shards."""
 
 from cgdmae.curation.embed import embed_images, gather_embeddings, teacher_encoder
 from cgdmae.data import read_pool
-from cgdmae.data.scan import decoding_workers, without_corrupt
+from cgdmae.data.scan import corrupt_images
 from cgdmae.workflow import rule_logging
 
 with rule_logging(snakemake.log[0]) as log:
@@ -14,12 +14,8 @@ with rule_logging(snakemake.log[0]) as log:
         shard, shards = getattr(snakemake.params, "shard", [0, 1])
         encode, size = teacher_encoder(snakemake.input.teacher)
         paths = [r.path for r in read_pool(snakemake.input.images)]
-        _, skipped = without_corrupt(
-            paths,
-            lambda path: [path],
-            snakemake.config["data"]["on_corrupt"],
-            snakemake.input.images,
-            decoding_workers(),
+        skipped = corrupt_images(
+            paths, snakemake.config["data"]["on_corrupt"], snakemake.input.images
         )
         embed_images(
             paths,

@@ -87,6 +87,12 @@ def without_corrupt(
     return kept, skipped
 
 
+def corrupt_images(paths: Sequence[Path], on_corrupt: str, where: str | Path) -> list[Path]:
+    """The images of ``paths`` that ``data.on_corrupt`` leaves out (none under ``error``),
+    decoded in the job's CPUs' worth of processes."""
+    return without_corrupt(paths, lambda path: [path], on_corrupt, where, decoding_workers())[1]
+
+
 def decoding_workers() -> int:
     """The processes a job decodes its images with: the CPUs it was given."""
     return len(os.sched_getaffinity(0))

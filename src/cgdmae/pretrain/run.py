@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cgdmae.data import read_manifest, read_pool
-from cgdmae.data.scan import decoding_workers, without_corrupt
+from cgdmae.data.scan import corrupt_images
 from cgdmae.models import create_mae
 from cgdmae.pretrain.data import PretrainDataset, TeacherTargets
 from cgdmae.pretrain.methods import PretrainMethod, method_class
@@ -46,7 +46,8 @@ def training_images(images: str | Path, on_corrupt: str = "error") -> list[Path]
     """:func:`image_paths` under ``data.on_corrupt``: with ``skip``, those that decode (the
     teacher-target job and the pre-training job drop the same ones, so their lists agree)."""
     paths = image_paths(images)
-    return without_corrupt(paths, lambda path: [path], on_corrupt, images, decoding_workers())[0]
+    skipped = set(corrupt_images(paths, on_corrupt, images))
+    return [path for path in paths if path not in skipped]
 
 
 def build_model(spec: dict[str, Any]):
