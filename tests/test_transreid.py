@@ -1,5 +1,7 @@
 """TransReID*'s options on the ReID task: overlapping patches, SIE and JPM (all off by default)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -280,3 +282,75 @@ def test_options_are_optional_schema_keys_and_sie_can_be_off_per_dataset():
     plain = {"finetune": {"reid": {}}}
     validate_config(plain, schema)
     assert not set(options) & set(plain["finetune"]["reid"])  # no defaults: specs unchanged
+
+
+def _variant_config(**variant):
+    return {
+        "datasets": {
+            "veri776": {"format": "veri776", "path": "v"},
+            "vfr": {"format": "image_folder", "path": "f"},
+            "pool": {"format": "pool", "path": "p"},
+        },
+        "runs": {"mae": {"method": "mae"}},
+        "finetune": {
+            "reid": {
+                "datasets": ["veri776"],
+                "epochs": 10,
+                "warmup_epochs": 2,
+                "lr": 0.008,
+                "variants": {"transreid_star": variant},
+            }
+        },
+    }
+
+
+def test_a_variant_is_its_own_recipe_beside_the_plain_one(tmp_path):
+    """finetune.reid.variants.transreid_star: its own job and column, with its settings laid
+    over the task's; the plain recipe's spec does not change."""
+    import yaml
+
+    from cgdmae.config import finetune_jobs, finetune_spec, load_config
+    from cgdmae.report.tables import columns_for
+
+    schema = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
+    settings = {"stride": 12, "sie": True, "jpm": True, "shift_num": 8, "lr": 0.01}
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(_variant_config(datasets=["veri776"], settings=settings)))
+    config = load_config(config_file, schema)
+    jobs = finetune_jobs(config, ["mae"])
+    assert jobs == [("mae", "reid", "veri776"), ("mae", "reid-transreid_star", "veri776")]
+    plain = finetune_spec(config, "reid", "veri776")
+    star = finetune_spec(config, "reid-transreid_star", "veri776")
+    assert star == plain | settings and "stride" not in plain and "variants" not in plain
+    labels = [
+        c.label for c in columns_for([("reid", "veri776"), ("reid-transreid_star", "veri776")])
+    ]
+    assert labels == ["VeRi-776 mAP", "VeRi-776 R1", "VeRi-776 transreid_star mAP",
+                      "VeRi-776 transreid_star R1"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "variant, key",
+    [
+        ({"datasets": ["vfr"], "settings": {}}, "finetune.reid.variants.transreid_star.datasets.0"),
+        (
+            {"datasets": ["nope"], "settings": {}},
+            "finetune.reid.variants.transreid_star.datasets.0",
+        ),
+        (
+            {"datasets": ["veri776"], "settings": {"epochs": 2}},
+            "finetune.reid.variants.transreid_star.settings.warmup_epochs",
+        ),
+        ({"datasets": ["veri776"], "settings": {"strides": 12}}, "strides"),
+    ],
+)
+def test_a_bad_variant_names_its_key(tmp_path, variant, key):
+    import yaml
+
+    from cgdmae.config import ConfigError, load_config
+
+    schema = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(_variant_config(**variant)))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(config_file, schema)

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from cgdmae.finetune.spec import recipe_spec, recipes, split_recipe
+
 SYNTHETIC_ROOT = "results/data/synthetic"
 SYNTHETIC_DATASETS = ("veri776", "vehicleid", "veriwild", "vfr", "vps", "pool")
 # the dataset formats each downstream task reads
@@ -24,6 +26,8 @@ TASK_FORMATS: dict[str, tuple[str, ...]] = {
     "vfr": ("image_folder",),
     "vps": ("segmentation",),
 }
+# the downstream tasks, in the order of the main table's columns
+TASKS = tuple(TASK_FORMATS)
 
 
 # `pretrain` sections that only one method reads; a run's spec keeps only its own
@@ -312,25 +316,30 @@ def _check_references(config: Mapping[str, Any]) -> None:
                 f"config key 'teachers.{name}.name': a pretrained teacher needs an open_clip model name"
             )
     for task, formats in TASK_FORMATS.items():
-        for k, name in enumerate(config.get("finetune", {}).get(task, {}).get("datasets", [])):
-            key = f"finetune.{task}.datasets.{k}"
-            _require(config, "datasets", name, key)
-            fmt = config["datasets"][name]["format"]
-            if fmt not in formats:
-                raise ConfigError(
-                    f"config key '{key}': dataset {name!r} has format {fmt}; "
-                    f"{task} reads {', '.join(formats)}"
-                )
+        task_config = config.get("finetune", {}).get(task, {})
+        keyed = [(f"finetune.{task}.datasets", task_config.get("datasets", []))]
+        for variant, entry in (task_config.get("variants") or {}).items():
+            keyed.append((f"finetune.{task}.variants.{variant}.datasets", entry["datasets"]))
+        for where, names in keyed:
+            for k, name in enumerate(names):
+                key = f"{where}.{k}"
+                _require(config, "datasets", name, key)
+                fmt = config["datasets"][name]["format"]
+                if fmt not in formats:
+                    raise ConfigError(
+                        f"config key '{key}': dataset {name!r} has format {fmt}; "
+                        f"{task} reads {', '.join(formats)}"
+                    )
     _check_finetune_warmup(config)
     for name, ablation in config.get("ablations", {}).items():
         _require(config, "runs", ablation["base"], f"ablations.{name}.base")
         _check_ablation_values(config, name, ablation)
         for k, entry in enumerate(ablation["tasks"]):
-            task, dataset = task_entry(entry)
-            if dataset not in config.get("finetune", {}).get(task, {}).get("datasets", []):
+            if task_entry(entry) not in finetune_recipes(config):
                 raise ConfigError(
                     f"config key 'ablations.{name}.tasks.{k}': {entry!r} is not a configured "
-                    "fine-tuning task/dataset (finetune.<task>.datasets)"
+                    "fine-tuning task/dataset (finetune.<task>.datasets, or "
+                    "<task>-<variant>/<dataset> for finetune.<task>.variants)"
                 )
     curation = config.get("curation", {})
     if curation.get("subsets"):
@@ -465,15 +474,23 @@ def _check_warmup(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) 
 
 
 def _check_finetune_warmup(config: Mapping[str, Any]) -> None:
-    for task, spec in config.get("finetune", {}).items():
-        if not isinstance(spec, Mapping) or "epochs" not in spec:
+    finetune = config.get("finetune", {})
+    for task in TASKS:
+        if "epochs" not in finetune.get(task, {}):
             continue
-        warmup, epochs = spec.get("warmup_epochs", 0), spec["epochs"]
-        if warmup >= epochs:
-            raise ConfigError(
-                f"config key 'finetune.{task}.warmup_epochs': {warmup} >= epochs {epochs}, so "
-                "the lr would never leave the warm-up; warmup_epochs must be below epochs"
+        checks = [(f"finetune.{task}", finetune[task])]
+        for variant, entry in (finetune[task].get("variants") or {}).items():
+            settings = entry.get("settings") or {}
+            checks.append(
+                (f"finetune.{task}.variants.{variant}.settings", finetune[task] | settings)
             )
+        for where, spec in checks:
+            warmup, epochs = spec.get("warmup_epochs", 0), spec["epochs"]
+            if warmup >= epochs:
+                raise ConfigError(
+                    f"config key '{where}.warmup_epochs': {warmup} >= epochs {epochs}, so "
+                    "the lr would never leave the warm-up; warmup_epochs must be below epochs"
+                )
 
 
 def _check_teacher_run(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
@@ -650,29 +667,29 @@ def apply_limits(
     return spec
 
 
-# the downstream tasks, in the order of the main table's columns
-TASKS = tuple(TASK_FORMATS)
-
-
-def finetune_spec(config: Mapping[str, Any], task: str, dataset: str) -> dict[str, Any]:
-    """A task's fine-tuning settings for one dataset (its per_dataset entry applied), without
-    the dataset list or other datasets' entries (adding either reruns nothing), under the
-    config's ``limits``."""
-    from cgdmae.finetune.spec import dataset_spec
-
-    spec = dataset_spec(config["finetune"][task], dataset)
+def finetune_spec(config: Mapping[str, Any], recipe: str, dataset: str) -> dict[str, Any]:
+    """A recipe's fine-tuning settings for one dataset (its per_dataset entry and variant
+    applied), without the dataset list or other datasets' entries (adding either reruns
+    nothing), under the config's ``limits``."""
+    spec = recipe_spec(config["finetune"], recipe, dataset)
     limits = config.get("limits", {})
+    task = split_recipe(recipe)[0]
     return apply_limits(spec, limits, spec["instances"] if task == "reid" else 1)
 
 
+def finetune_recipes(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(recipe, dataset) of every configured fine-tuning job: the main table's columns."""
+    return recipes(config.get("finetune", {}), TASKS)
+
+
 def finetune_jobs(config: Mapping[str, Any], runs: Iterable[str]) -> list[tuple[str, str, str]]:
-    """(run, task, dataset) to fine-tune: every task for declared runs, the ablation's tasks
+    """(run, recipe, dataset) to fine-tune: every recipe for declared runs, the ablation's
     for the runs an ablation adds."""
     runs = list(runs)
     jobs = []
     for run in runs:
         if run in config["runs"]:
-            jobs += [(run, t, d) for t in TASKS for d in config["finetune"][t]["datasets"]]
+            jobs += [(run, r, d) for r, d in finetune_recipes(config)]
     for name, ablation in config.get("ablations", {}).items():
         for _, run in ablation_runs(config, name):
             if run in runs:

@@ -15,6 +15,7 @@ from cgdmae.config import (
     check_datasets,
     check_paths,
     TASKS,
+    finetune_recipes,
     finetune_jobs,
     finetune_spec,
     run_spec,
@@ -23,6 +24,7 @@ from cgdmae.config import (
     teachers_of,
     validate_config,
 )
+from cgdmae.finetune.spec import VARIANT_NAME_PATTERN, VARIANT_SEPARATOR, split_recipe
 from cgdmae.workflow import provenance_path
 
 PAPER = Path(workflow.basedir) / "paper"
@@ -129,8 +131,8 @@ CONFIG_FILES = [provenance_path(p) for p in workflow.overwrite_configfiles] or [
 
 
 def configured_tasks():
-    """(task, dataset) of every configured fine-tuning job, in table column order."""
-    return [(t, d) for t in TASKS for d in config["finetune"][t]["datasets"]]
+    """(recipe, dataset) of every configured fine-tuning job, in table column order."""
+    return finetune_recipes(config)
 
 
 def ablation_rows(name):

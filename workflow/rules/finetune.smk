@@ -1,4 +1,5 @@
-"""Downstream fine-tuning: every run's encoder on every configured (task, dataset).
+"""Downstream fine-tuning: every run's encoder on every configured (recipe, dataset); a
+recipe is a task or one of its variants (``reid-transreid_star``).
 
 As in pre-training, the resumable state lives in an undeclared work/ directory next to
 metrics.json, so a preempted job resumes on retry.
@@ -14,7 +15,7 @@ rule finetune:
     log:
         "logs/finetune/{run}/{task}/{dataset}.log",
     wildcard_constraints:
-        task="|".join(TASKS),
+        task=f"(?:{'|'.join(TASKS)})(?:{VARIANT_SEPARATOR}{VARIANT_NAME_PATTERN})?",
     conda:
         "../envs/cgdmae.yaml"
     threads: 1  # two jobs share a 2-core laptop better than one job on two threads
@@ -22,6 +23,7 @@ rule finetune:
         **job_resources(config["finetune"]["gpus"]),
         runtime=config["finetune"]["runtime"],
     params:
+        task=lambda wildcards: split_recipe(wildcards.task)[0],
         spec=lambda wildcards: finetune_spec(config, wildcards.task, wildcards.dataset),
         model=lambda wildcards: run_spec(config, wildcards.run)["model"],
         dataset=lambda wildcards: config["datasets"][wildcards.dataset],

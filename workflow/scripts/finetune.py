@@ -9,7 +9,7 @@ from cgdmae.workflow import rule_logging
 with rule_logging(snakemake.log[0]) as log:
     try:
         run_finetune(
-            snakemake.wildcards.task,
+            snakemake.params.task,
             snakemake.params.dataset,
             snakemake.input.encoder,
             snakemake.params.model,

@@ -47,6 +47,7 @@ from cgdmae.config import (
     targets_file,
 )
 from cgdmae.curation.subsets import parse_subset, subset_size
+from cgdmae.finetune.spec import split_recipe
 from cgdmae.teacher.clip import hub_offline, small_clip
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
@@ -263,7 +264,7 @@ def finetune_net(task: str, dataset: str, model_cfg: Mapping[str, Any], spec: Ma
     """The fine-tuning network of a task (random weights), as cgdmae.finetune builds it."""
     from timm.models.vision_transformer import VisionTransformer
 
-    from cgdmae.finetune.backbone import encoder_architecture
+    from cgdmae.finetune.backbone import encoder_architecture, set_patch_stride
     from cgdmae.finetune.tasks import AttributeNet, ClassifierNet, ReidNet, SegmenterNet
 
     backbone = VisionTransformer(
@@ -275,6 +276,8 @@ def finetune_net(task: str, dataset: str, model_cfg: Mapping[str, Any], spec: Ma
     )
     classes = HEAD_CLASSES.get(dataset, 1000)
     if task == "reid":
+        if spec.get("stride"):  # TransReID*'s overlapping patches: more tokens
+            set_patch_stride(backbone, spec["stride"])
         return ReidNet(backbone, classes)
     if task == "var":
         return AttributeNet(backbone, *VAR_CLASSES)
@@ -288,7 +291,14 @@ def finetune_flops(
 ) -> float:
     """FLOPs of one image in one fine-tuning step: 3× the forward (everything trains)."""
     key = json.dumps(
-        [task, HEAD_CLASSES.get(dataset), model_cfg, spec["img_size"], spec.get("pool")],
+        [
+            task,
+            HEAD_CLASSES.get(dataset),
+            model_cfg,
+            spec["img_size"],
+            spec.get("pool"),
+            spec.get("stride"),
+        ],  # fmt: skip
         sort_keys=True,
     )
     if key not in cache_:
@@ -437,7 +447,8 @@ def cost_rows(
         spec = finetune_spec(config, task, dataset)
         per_seed = steps_cap(count(dataset) * spec["epochs"], spec.get("max_steps"),
                              spec["batch_size"] * max(config["finetune"]["gpus"], 1))  # fmt: skip
-        flops = finetune_flops(task, dataset, specs[run]["model"], spec, flop_cache)
+        flops = finetune_flops(split_recipe(task)[0], dataset, specs[run]["model"], spec,
+                               flop_cache)  # fmt: skip
         row = by_run.setdefault(run, Row("fine-tuning", run, 0, 0, 0.0))
         row.jobs += seeds
         row.images += seeds * per_seed

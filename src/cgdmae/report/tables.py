@@ -18,6 +18,8 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from cgdmae.finetune.spec import split_recipe
+
 TEMPLATES = Path(__file__).resolve().parents[3] / "paper" / "templates"
 DATASET_NAMES = {
     "veri776": "VeRi-776",
@@ -84,15 +86,20 @@ class Table:
         return out
 
 
-def columns_for(tasks: Iterable[tuple[str, str]]) -> list[Column]:
+def columns_for(recipes: Iterable[tuple[str, str]]) -> list[Column]:
+    """The headline columns of each (recipe, dataset); a variant's carry its name, e.g.
+    ``VeRi-776 transreid_star mAP``."""
     columns = []
-    for task, dataset in tasks:
+    for recipe, dataset in recipes:
+        task, variant = split_recipe(recipe)
         name = DATASET_NAMES.get(dataset, dataset)
         prefix = f"{name} " if task == "reid" else f"{TASK_NAMES[task]} "
+        if variant is not None:
+            prefix += f"{variant} "
         headline = HEADLINE[task]
         if task == "reid" and dataset == "vehicleid":  # the protocol reports Rank-1 and Rank-5
             headline = [("rank1", "R1"), ("rank5", "R5")]
-        columns += [Column(task, dataset, metric, prefix + label) for metric, label in headline]
+        columns += [Column(recipe, dataset, metric, prefix + label) for metric, label in headline]
     return columns
 
 
