@@ -125,6 +125,28 @@ def test_segmentation_transform_moves_image_and_mask_together(tmp_path):
     assert torch.allclose(item["image"][:, 0, 0], (torch.tensor([1.0, 0, 0]) - MEAN) / STD)
 
 
+def test_segmentation_pad_and_erasing_leave_no_label_without_image(tmp_path):
+    """Padding (black) and the erased box (0 after normalising) are 255, ignored, in the
+    mask; every labelled pixel still shows red, blue or a blend of the two."""
+    record = seg_pair(tmp_path)
+    torch.manual_seed(0)
+    augment = SegmentationTransform((16, 16), train=True, pad=6, erasing=1.0)
+    dataset = SegmentationDataset([record], augment)
+    for _ in range(20):
+        item = dataset[0]
+        image, mask = item["image"], item["mask"]
+        red = (image[0] > 1.5) & (image[2] < -1.0)
+        blue = (image[2] > 1.5) & (image[0] < -1.0)
+        assert (mask[red] != 2).all() and (mask[blue] != 1).all()
+        labelled = (mask == 1) | (mask == 2)
+        green_off = image[1] < -2.0  # red, blue and their blends; erased pixels are 0
+        not_black = torch.maximum(image[0], image[2]) > -1.5
+        assert (green_off & not_black)[labelled].all()
+        assert (mask == 255).sum() > 4  # some padding or erasing in every draw
+    plain = SegmentationTransform((16, 16), train=True)
+    assert plain.pad == 0 and plain.erasing == 0.0
+
+
 def test_pk_sampler_batches_p_ids_of_k_images():
     pids = [0] * 5 + [1] * 4 + [2] * 2 + [3] * 6 + [4] * 1
     p, k = 2, 3

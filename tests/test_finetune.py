@@ -55,6 +55,7 @@ def tiny_spec(**overrides):
         num_workers=0,
         save_every=1,
         precision="fp32",
+        head_channels=16,
     )
     return task_spec(**(base | overrides))
 
@@ -650,3 +651,35 @@ def test_on_corrupt_skip_leaves_out_bad_train_query_and_gallery_images(data, tmp
     kept, skipped = usable_data(whole, "skip", root)
     assert skipped == 3 and kept.train == whole.train[1:]
     assert kept.test["test"] == (query[1:], gallery[:-1])
+
+
+def test_vps_head_is_upernet_over_four_blocks_at_strides_4_to_32():
+    """ViT-B's 12 blocks give the head blocks 2, 5, 8, 11; the pyramid has strides 4, 8, 16,
+    32; the logits are at the image size, and a loss reaches every pyramid level."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from cgdmae.finetune.tasks import SegmenterNet, feature_blocks
+
+    assert feature_blocks(12) == [2, 5, 8, 11] and feature_blocks(4) == [0, 1, 2, 3]
+    assert feature_blocks(2) == [0, 0, 0, 1]
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        img_size=64, patch_size=8, embed_dim=32, depth=4, num_heads=2, num_classes=0
+    )
+    net = SegmenterNet(vit, num_classes=5, channels=16)
+    images = torch.randn(2, 3, 64, 64)
+    levels = net.features(images)
+    assert [tuple(x.shape[-2:]) for x in levels] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    logits = net(images)
+    assert logits.shape == (2, 5, 64, 64)
+    logits.logsumexp(1).mean().backward()
+    assert all(p.grad is not None for p in net.pyramid.parameters())
+    assert all(p.grad is not None for p in net.ppm.parameters())
+    assert vit.blocks[3].mlp.fc2.weight.grad is not None
+
+
+def test_paper_vps_recipe_is_upernet_without_pad_or_erasing():
+    spec = paper_task("vps")
+    assert (spec["layer_decay"], spec["head_channels"], spec["pad"], spec["erasing"]) == (
+        0.65, 768, 0, 0.0,
+    )  # fmt: skip

@@ -265,7 +265,13 @@ def finetune_net(task: str, dataset: str, model_cfg: Mapping[str, Any], spec: Ma
     from timm.models.vision_transformer import VisionTransformer
 
     from cgdmae.finetune.backbone import encoder_architecture, set_patch_stride
-    from cgdmae.finetune.tasks import AttributeNet, ClassifierNet, ReidNet, SegmenterNet
+    from cgdmae.finetune.tasks import (
+        UPERNET_CHANNELS,
+        AttributeNet,
+        ClassifierNet,
+        ReidNet,
+        SegmenterNet,
+    )
 
     backbone = VisionTransformer(
         img_size=tuple(spec["img_size"]),
@@ -283,7 +289,7 @@ def finetune_net(task: str, dataset: str, model_cfg: Mapping[str, Any], spec: Ma
         return AttributeNet(backbone, *VAR_CLASSES)
     if task == "vfr":
         return ClassifierNet(backbone, classes)
-    return SegmenterNet(backbone, classes)
+    return SegmenterNet(backbone, classes, spec.get("head_channels", UPERNET_CHANNELS))
 
 
 def finetune_flops(
@@ -298,6 +304,7 @@ def finetune_flops(
             spec["img_size"],
             spec.get("pool"),
             spec.get("stride"),
+            spec.get("head_channels"),
         ],  # fmt: skip
         sort_keys=True,
     )

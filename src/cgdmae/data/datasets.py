@@ -16,13 +16,14 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
+from torchvision.transforms import InterpolationMode, RandomErasing, RandomResizedCrop
 
 from cgdmae.data.errors import DatasetFormatError
 from cgdmae.data.records import SegRecord
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SEG_IGNORE = 255  # the mask value no loss or metric counts
 
 
 def _open_decoded(path: str | Path, what: str) -> Image.Image:
@@ -78,11 +79,13 @@ class ImageDataset(Dataset):
 
 
 class SegmentationTransform:
-    """The same geometry on image and mask: random resized crop + flip when training.
+    """The same geometry on image and mask: random resized crop + flip, then ``pad`` + random
+    crop and random erasing with probability ``erasing``, when training.
 
     The image is resized bilinearly and normalised; the mask is resized with nearest
-    neighbour so class ids (and 255 = ignore) stay exact. Randomness comes from torch's
-    global generator, which the DataLoader seeds per worker.
+    neighbour so class ids (and 255 = ignore) stay exact. Padding and the erased box are
+    ignored in the mask: they hold no vehicle to label. Randomness comes from torch's global
+    generator, which the DataLoader seeds per worker.
     """
 
     def __init__(
@@ -92,9 +95,12 @@ class SegmentationTransform:
         scale: tuple[float, float] = (0.5, 1.0),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        pad: int = 0,
+        erasing: float = 0.0,
     ):
         self.size, self.train, self.scale = list(size), train, scale
         self.mean, self.std = list(mean), list(std)
+        self.pad, self.erasing = pad, erasing
 
     def __call__(self, image: Image.Image, mask: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         if self.train:
@@ -103,11 +109,22 @@ class SegmentationTransform:
             mask = TF.resized_crop(mask, top, left, h, w, self.size, InterpolationMode.NEAREST)
             if torch.rand(()) < 0.5:
                 image, mask = TF.hflip(image), TF.hflip(mask)
+            if self.pad:
+                top, left = (int(v) for v in torch.randint(0, 2 * self.pad + 1, (2,)))
+                image = TF.crop(TF.pad(image, self.pad, fill=0), top, left, *self.size)
+                mask = TF.crop(TF.pad(mask, self.pad, fill=SEG_IGNORE), top, left, *self.size)
         else:
             image = TF.resize(image, self.size, InterpolationMode.BILINEAR)
             mask = TF.resize(mask, self.size, InterpolationMode.NEAREST)
         tensor = TF.normalize(TF.to_tensor(image), self.mean, self.std)
-        return tensor, torch.from_numpy(np.array(mask, dtype=np.int64))
+        target = torch.from_numpy(np.array(mask, dtype=np.int64))
+        if self.train and self.erasing and torch.rand(()) < self.erasing:
+            top, left, h, w, _ = RandomErasing.get_params(
+                tensor, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=[0.0]
+            )
+            tensor[:, top : top + h, left : left + w] = 0.0
+            target[top : top + h, left : left + w] = SEG_IGNORE
+        return tensor, target
 
 
 class SegmentationDataset(Dataset):

@@ -196,7 +196,10 @@ def make_dataset(
 ):
     """A torch Dataset; ``spec`` (the task's config) given means training augmentation."""
     if task == "vps":
-        return SegmentationDataset(records, SegmentationTransform(size, train=spec is not None))
+        if spec is None:
+            return SegmentationDataset(records, SegmentationTransform(size, train=False))
+        augment = SegmentationTransform(size, True, pad=spec["pad"], erasing=spec["erasing"])
+        return SegmentationDataset(records, augment)
     if spec is None:
         return ImageDataset(records, test_transform(size, test_interpolation, test_crop_pct))
     if task in ("var", "vfr") and spec.get("rand_augment"):

@@ -26,6 +26,7 @@ from cgdmae.finetune.backbone import load_vit
 from cgdmae.finetune.data import TaskData, make_dataset, task_data
 from cgdmae.finetune.evaluate import evaluate_task
 from cgdmae.finetune.tasks import (
+    UPERNET_CHANNELS,
     AttributeTask,
     ClassifyTask,
     FinetuneTask,
@@ -84,7 +85,9 @@ def build_task(task: str, data: TaskData, spec: dict[str, Any], backbone) -> Fin
             label_smoothing=spec["label_smoothing"] if mixed else 0.0,
         )
     else:
-        module = SegmentTask(backbone, data.num_classes["classes"])
+        module = SegmentTask(
+            backbone, data.num_classes["classes"], spec.get("head_channels", UPERNET_CHANNELS)
+        )
     heads = {"var": ("color_head", "type_head"), "vfr": ("head",)}.get(task, ())
     if spec.get("head_init_std") is not None:
         for name in heads:

@@ -13,8 +13,8 @@ engine gives them the same resume, SIGTERM checkpoint and logging as pre-trainin
 - VAR: a colour head and a type head on the CLS feature; records with an unknown label (-1)
   are ignored by the loss.
 - VFR: a linear classifier on the CLS (or mean-pooled patch) feature, full fine-tuning.
-- VPS: a 2-layer conv head on the patch-token grid (3×3 conv, BN, ReLU, 1×1 conv to the
-  classes), upsampled bilinearly to the mask size; cross-entropy with ignore index 255.
+- VPS: UperNet over the grids of 4 blocks made a 4-level pyramid, as MAE's and BEiT's
+  semantic segmentation (:class:`SegmenterNet`); cross-entropy with ignore index 255.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from timm.data import Mixup
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-IGNORE_INDEX = 255
+from cgdmae.data.datasets import SEG_IGNORE
+
+UPERNET_CHANNELS = 768  # MAE's and BEiT's UperNet configs
 
 
 def batch_hard_triplet(
@@ -458,36 +460,101 @@ class ClassifyTask(FinetuneTask):
         return self.model(images)
 
 
+def conv_bn_relu(in_dim: int, out_dim: int, kernel: int) -> nn.Sequential:
+    """mmseg's ConvModule: conv (no bias), BatchNorm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_dim),
+        nn.ReLU(inplace=True),
+    )
+
+
+def feature_blocks(depth: int) -> list[int]:
+    """The 4 blocks a segmentation head reads, evenly spaced and ending at the last: ViT-B's
+    12 give 2, 5, 8, 11 (BEiT's and MAE's ADE20K configs read 3, 5, 7, 11). A ViT of fewer
+    than 4 blocks feeds some blocks to two levels."""
+    return [max(depth * (i + 1) // 4 - 1, 0) for i in range(4)]
+
+
 class SegmenterNet(nn.Module):
-    def __init__(self, backbone: VisionTransformer, num_classes: int):
+    """UperNet over a plain ViT, as MAE's and BEiT's ADE20K fine-tuning.
+
+    The patch-token grids of 4 blocks (:func:`feature_blocks`) become a pyramid at strides
+    4, 8, 16 and 32 of the image (two 2× transposed convs, one, none, a 2× max-pool). UperNet's
+    head fuses it: a pyramid pooling module (scales 1, 2, 3, 6) on the coarsest level, a
+    top-down FPN, every level upsampled to stride 4, concatenated, and a 3×3 conv, dropout 0.1
+    and a 1×1 conv to the classes; logits are upsampled bilinearly to the image. The
+    auxiliary FCN head of mmseg's config (loss weight 0.4) is left out.
+    """
+
+    def __init__(self, backbone: VisionTransformer, num_classes: int, channels: int):
         super().__init__()
         dim = backbone.embed_dim
         self.backbone = backbone
-        self.head = nn.Sequential(
-            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
-            nn.BatchNorm2d(dim),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(dim, num_classes, 1),
+        self.blocks = feature_blocks(len(backbone.blocks))
+
+        def up2(in_dim: int) -> nn.Module:
+            return nn.ConvTranspose2d(in_dim, dim, 2, stride=2)
+
+        self.pyramid = nn.ModuleList(
+            [
+                nn.Sequential(up2(dim), nn.BatchNorm2d(dim), nn.GELU(), up2(dim)),
+                up2(dim),
+                nn.Identity(),
+                nn.MaxPool2d(2, 2),
+            ]
         )
+        self.pool_scales = (1, 2, 3, 6)
+        self.ppm = nn.ModuleList(conv_bn_relu(dim, channels, 1) for _ in self.pool_scales)
+        self.ppm_fuse = conv_bn_relu(dim + len(self.pool_scales) * channels, channels, 3)
+        self.lateral = nn.ModuleList(conv_bn_relu(dim, channels, 1) for _ in range(3))
+        self.fpn = nn.ModuleList(conv_bn_relu(channels, channels, 3) for _ in range(3))
+        self.fuse = conv_bn_relu(4 * channels, channels, 3)
+        self.dropout = nn.Dropout2d(0.1)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The 4-level pyramid, finest first."""
+        blocks = sorted(set(self.blocks))
+        grids = self.backbone.forward_intermediates(
+            images, indices=blocks, output_fmt="NCHW", intermediates_only=True
+        )
+        by_block = dict(zip(blocks, grids, strict=True))
+        return [level(by_block[b]) for level, b in zip(self.pyramid, self.blocks, strict=True)]
+
+    def pyramid_pooling(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [
+            F.interpolate(conv(F.adaptive_avg_pool2d(x, scale)), size=size, mode="bilinear")
+            for scale, conv in zip(self.pool_scales, self.ppm, strict=True)
+        ]
+        return self.ppm_fuse(torch.cat([x, *pooled], dim=1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        tokens = self.backbone.forward_features(images)[:, self.backbone.num_prefix_tokens :]
-        h, w = self.backbone.patch_embed.grid_size
-        grid = tokens.transpose(1, 2).reshape(len(images), -1, h, w)
-        logits = self.head(grid)
+        levels = self.features(images)
+        maps = [lateral(x) for lateral, x in zip(self.lateral, levels[:3], strict=True)]
+        maps.append(self.pyramid_pooling(levels[3]))
+        for i in range(3, 0, -1):  # top-down: each level gets the coarser one, upsampled
+            maps[i - 1] = maps[i - 1] + F.interpolate(
+                maps[i], size=maps[i - 1].shape[-2:], mode="bilinear"
+            )
+        size = maps[0].shape[-2:]
+        outs = [conv(x) for conv, x in zip(self.fpn, maps[:3], strict=True)] + [maps[3]]
+        outs = [outs[0]] + [F.interpolate(x, size=size, mode="bilinear") for x in outs[1:]]
+        logits = self.classifier(self.dropout(self.fuse(torch.cat(outs, dim=1))))
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class SegmentTask(FinetuneTask):
     """VPS: per-pixel part classes, 255 ignored."""
 
-    def __init__(self, backbone: VisionTransformer, num_classes: int):
+    def __init__(self, backbone: VisionTransformer, num_classes: int, channels: int):
         super().__init__()
-        self.model = SegmenterNet(backbone, num_classes)
+        self.model = SegmenterNet(backbone, num_classes, channels)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         logits = self.model(batch["image"])
-        loss = F.cross_entropy(logits.float(), batch["mask"], ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits.float(), batch["mask"], ignore_index=SEG_IGNORE)
         return {"loss": loss}
 
     @torch.no_grad()
