@@ -362,8 +362,9 @@ def test_person_vit_trains_the_same_without_the_keys_it_is_said_to_ignore(tmp_pa
     from PIL import Image
     from torch.utils.data import default_collate
 
-    from cgdmae.config import IGNORED_PRETRAIN_KEYS, run_spec
+    from cgdmae.config import run_spec
     from cgdmae.pretrain import run as pretrain_run
+    from cgdmae.pretrain.cards import method_card
 
     config = load_config(ROOT / "tests" / "configs" / "tiny.yaml", SCHEMA)
     base = run_spec(config, "person_vit")
@@ -371,7 +372,7 @@ def test_person_vit_trains_the_same_without_the_keys_it_is_said_to_ignore(tmp_pa
     changed |= {"mask_ratio": 0.3, "mask_strategy": "block", "crop_scale": [0.6, 0.9]}
     changed["model"]["norm_pix_loss"] = not base["model"]["norm_pix_loss"]
     assert {"mask_ratio", "mask_strategy", "crop_scale", "model.norm_pix_loss"} <= set(
-        IGNORED_PRETRAIN_KEYS["person_vit"]
+        method_card("person_vit").ignored_keys
     )
     rng = np.random.default_rng(0)
     paths = []

@@ -344,7 +344,7 @@ def test_text_anchors_file_is_the_teachers_and_spares_loading_it(trained, tmp_pa
     import yaml
 
     from cgdmae.config import run_spec, validate_config
-    from cgdmae.pretrain.run import build_cgd_mae, build_model
+    from cgdmae.pretrain.run import build_method
     from cgdmae.teacher import clip as teacher_module
     from cgdmae.teacher.clip import attribute_prompts, load_text_anchors, save_text_anchors
 
@@ -365,7 +365,7 @@ def test_text_anchors_file_is_the_teachers_and_spares_loading_it(trained, tmp_pa
         raise AssertionError("the teacher was loaded")
 
     monkeypatch.setattr(teacher_module, "load_teacher", no_teacher)
-    method = build_cgd_mae(build_model(spec), spec, trained[0], path)  # cached targets
+    method = build_method(spec, trained[0], text_anchors=path)  # cached targets
     assert method.teacher is None
     assert torch.equal(method.text_embeds, torch.nn.functional.normalize(expected, dim=-1))
 

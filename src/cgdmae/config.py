@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from cgdmae.finetune.spec import recipe_spec, recipes, split_recipe
+from cgdmae.pretrain.cards import method_card, method_cards
 
 SYNTHETIC_ROOT = "results/data/synthetic"
 SYNTHETIC_DATASETS = ("veri776", "vehicleid", "veriwild", "vfr", "vps", "pool")
@@ -29,52 +30,6 @@ TASK_FORMATS: dict[str, tuple[str, ...]] = {
 # the downstream tasks, in the order of the main table's columns
 TASKS = tuple(TASK_FORMATS)
 
-
-# `pretrain` sections that only one method reads; a run's spec keeps only its own
-METHOD_SECTIONS = {
-    "distill": "cgd_mae",
-    "person_mae": "person_mae",
-    "person_vit": "person_vit",
-    "mae_lite": "mae_lite",
-}
-
-# `pretrain` keys (dotted, as in overrides and ablation axes) that a method never reads: a run
-# of that method setting one, or an ablation of one on such a run, would train the same thing
-# again, so validation refuses it. person_vit trains DINO + MIM on its own multi-crop views and
-# block masks (person_vit.*); the MAE's pixel decoder stays frozen and unused. scratch exports
-# the initialisation and trains nothing. The MAE decoder's sizes still change the random draw of
-# the initialisation (its mask token is drawn before the encoder's blocks), nothing else.
-_UNUSED_DECODER = (
-    "model.decoder_dim",
-    "model.decoder_depth",
-    "model.decoder_heads",
-    "model.norm_pix_loss",
-)
-_OWN_VIEWS = ("cached_crops", "cache_views")  # methods that make their own views ignore these
-IGNORED_PRETRAIN_KEYS: dict[str, tuple[str, ...]] = {
-    "person_vit": ("mask_ratio", "mask_strategy", "crop_scale", *_UNUSED_DECODER, *_OWN_VIEWS),
-    "person_mae": _OWN_VIEWS,
-    "cgd_mae": ("cached_crops",),  # its crops are those of its own cached targets
-    "scratch": (
-        *_OWN_VIEWS,
-        "dataset",
-        "mask_ratio",
-        "mask_strategy",
-        "epochs",
-        "warmup_epochs",
-        "batch_size",
-        "accum_iter",
-        "blr",
-        "max_lr",
-        "min_lr",
-        "weight_decay",
-        "weight_decay_end",
-        "betas",
-        "clip_grad",
-        "crop_scale",
-        *_UNUSED_DECODER,
-    ),
-}
 
 # `pretrain` keys with no default: a run may set them, and a run that does not keeps the
 # resolved spec it had (so adding such a key retrains nothing). The schema's default-less keys.
@@ -362,18 +317,18 @@ def _check_references(config: Mapping[str, Any]) -> None:
                 f"dataset nor a curation subset (known: {known})"
             )
         _check_warmup(config, run, spec)
-        if spec["method"] == "cgd_mae":
+        card = method_card(spec["method"])
+        if card.clip_teacher:
             _require(
                 config,
                 "teachers",
-                spec["distill"]["teacher"],
-                f"runs.{run}: pretrain.distill.teacher",
+                card.clip_teacher_of(spec),
+                f"runs.{run}: pretrain.{card.section}.teacher",
             )
         _check_cached_views(config, run, spec)
-        if spec["method"] == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
+        if card.teacher_run_of(spec) is not None:
             _check_teacher_run(config, run, spec)
-        if spec["method"] == "person_vit":
-            _check_person_vit_sizes(run, spec)
+        _check_patch_multiples(run, spec)
 
 
 def _check_ablation_values(
@@ -382,7 +337,7 @@ def _check_ablation_values(
     """An ablation's values must differ from each other, on a key its base run's method reads."""
     method = config["runs"][ablation["base"]]["method"]
     axis = ablation["axis"]
-    if axis in IGNORED_PRETRAIN_KEYS.get(method, ()):
+    if axis in method_card(method).ignored_keys:
         raise ConfigError(
             f"config key 'ablations.{name}.axis': method {method} (run {ablation['base']!r}) "
             f"ignores pretrain.{axis}, so every value would train the same run"
@@ -415,8 +370,9 @@ def cached_views(config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str
     (the control that separates fixed crops from distillation). The views follow the run:
     its dataset, img_size, crop_scale and ``cache_views`` (the teacher's when unset).
     """
-    if spec["method"] == "cgd_mae" and spec["distill"]["targets"] == "cached":
-        teacher = spec["distill"]["teacher"]
+    card = method_card(spec["method"])
+    if card.cached_targets(spec):
+        teacher = card.clip_teacher_of(spec)
     elif spec.get("cached_crops") is not None:
         teacher = spec["cached_crops"]
     else:
@@ -457,7 +413,7 @@ def targets_file(config: Mapping[str, Any], spec: Mapping[str, Any]) -> str | No
 def _check_warmup(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
     """The lr must leave its warm-up: ``warmup_epochs`` below ``epochs`` (of a run that trains)."""
     warmup, epochs = spec["warmup_epochs"], spec["epochs"]
-    if spec["method"] == "scratch" or epochs == 0 or warmup < epochs:
+    if not method_card(spec["method"]).trains or epochs == 0 or warmup < epochs:
         return
     overrides = all_runs(config)[run].get("overrides", {})
     keys = [k for k in ("warmup_epochs", "epochs") if k in overrides]
@@ -494,11 +450,12 @@ def _check_finetune_warmup(config: Mapping[str, Any]) -> None:
 
 
 def _check_teacher_run(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) -> None:
-    """A MAE-Lite teacher is another run, on the student's patch grid, with no cycle."""
-    key = f"runs.{run}: pretrain.mae_lite.teacher_run"
+    """A teacher run (MAE-Lite's) is another run, on the student's patch grid, with no cycle."""
+    card = method_card(spec["method"])
+    key = f"runs.{run}: pretrain.{card.section}.teacher_run"
     runs = all_runs(config)
     chain = [run]
-    teacher = spec["mae_lite"]["teacher_run"]
+    teacher = card.teacher_run_of(spec)
     while teacher is not None:
         if teacher not in runs:
             known = ", ".join(sorted(runs))
@@ -508,7 +465,7 @@ def _check_teacher_run(config: Mapping[str, Any], run: str, spec: Mapping[str, A
             raise ConfigError(f"config key '{key}': the teacher runs form a cycle ({cycle})")
         chain.append(teacher)
         teacher_spec = run_spec(config, teacher)
-        teacher = teacher_spec.get("mae_lite", {}).get("teacher_run")
+        teacher = method_card(teacher_spec["method"]).teacher_run_of(teacher_spec)
     teacher_spec = run_spec(config, chain[1])
     student, other = spec["model"], teacher_spec["model"]
     grid = [s // student["patch_size"] for s in student["img_size"]]
@@ -520,12 +477,11 @@ def _check_teacher_run(config: Mapping[str, Any], run: str, spec: Mapping[str, A
         )
 
 
-def _check_person_vit_sizes(run: str, spec: Mapping[str, Any]) -> None:
+def _check_patch_multiples(run: str, spec: Mapping[str, Any]) -> None:
+    """Sizes the method cuts into whole patches (its card's ``patch_multiples``)."""
     patch = spec["model"]["patch_size"]
-    for key, size in (
-        ("model.img_size", spec["model"]["img_size"]),
-        ("person_vit.local_size", spec["person_vit"]["local_size"]),
-    ):
+    for key in method_card(spec["method"]).patch_multiples:
+        size = get_dotted(spec, key, where=f"runs.{run}: pretrain.{key}")
         if any(s % patch for s in size):
             raise ConfigError(
                 f"config key 'runs.{run}: pretrain.{key}': {list(size)} is not a multiple of "
@@ -613,6 +569,12 @@ def run_spec(config: Mapping[str, Any], run: str) -> dict[str, Any]:
     return _spec(config, run, runs[run])
 
 
+def method_sections() -> dict[str, str]:
+    """`pretrain` sections that only one method reads, and that method: a run's spec keeps
+    only its own (the methods' cards)."""
+    return {card.section: card.name for card in method_cards() if card.section}
+
+
 def _spec(config: Mapping[str, Any], run: str, declared: Mapping[str, Any]) -> dict[str, Any]:
     """``pretrain`` without the other methods' sections, plus the run's overrides.
 
@@ -622,23 +584,28 @@ def _spec(config: Mapping[str, Any], run: str, declared: Mapping[str, Any]) -> d
     import copy
 
     method = declared["method"]
+    try:
+        card = method_card(method)
+    except KeyError as exc:
+        raise ConfigError(f"config key 'runs.{run}.method': {exc.args[0]}") from None
+    sections = method_sections()
     spec = {
         key: copy.deepcopy(value)
         for key, value in config["pretrain"].items()
-        if METHOD_SECTIONS.get(key, method) == method
+        if sections.get(key, method) == method
     }
     where = f"ablations ({run})" if "@" in run else f"runs.{run}.overrides"
     for dotted, value in declared.get("overrides", {}).items():
-        if dotted in IGNORED_PRETRAIN_KEYS.get(method, ()):
+        if dotted in card.ignored_keys:
             raise ConfigError(
                 f"config key '{where}.{dotted}': method {method} ignores pretrain.{dotted}, "
                 f"so run {run!r} would train as without it"
             )
         section = dotted.split(".")[0]
-        if METHOD_SECTIONS.get(section, method) != method:
+        if sections.get(section, method) != method:
             raise ConfigError(
                 f"config key '{where}.{dotted}': {section}.* configures method "
-                f"{METHOD_SECTIONS[section]}, but run {run!r} is {method}"
+                f"{sections[section]}, but run {run!r} is {method}"
             )
         if dotted in OPTIONAL_PRETRAIN_KEYS:
             spec[dotted] = value
@@ -703,8 +670,9 @@ def teachers_of(config: Mapping[str, Any], runs: Iterable[str]) -> list[str]:
     teachers = set()
     for run in runs:
         spec = run_spec(config, run)
-        if spec["method"] == "cgd_mae":
-            teachers.add(spec["distill"]["teacher"])
+        clip_teacher = method_card(spec["method"]).clip_teacher_of(spec)
+        if clip_teacher is not None:
+            teachers.add(clip_teacher)
         views = cached_views(config, spec)
         if views is not None:
             teachers.add(views["teacher"])

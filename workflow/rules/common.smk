@@ -24,6 +24,7 @@ from cgdmae.config import (
     teachers_of,
     validate_config,
 )
+from cgdmae.pretrain.cards import method_card
 from cgdmae.finetune.spec import VARIANT_NAME_PATTERN, VARIANT_SEPARATOR, split_recipe
 from cgdmae.workflow import provenance_path
 
@@ -84,27 +85,29 @@ def text_anchors_key(templates):
 def anchor_templates():
     """The templates of every cgd_mae run, by key."""
     specs = [run_spec(config, run) for run in all_runs(config)]
+    cards = [method_card(s["method"]) for s in specs]
     return {
-        text_anchors_key(s["distill"]["templates"]): s["distill"]["templates"]
-        for s in specs
-        if s["method"] == "cgd_mae"
+        text_anchors_key(s[c.section]["templates"]): s[c.section]["templates"]
+        for s, c in zip(specs, cards)
+        if c.clip_teacher
     }
 
 
 def pretrain_inputs(wildcards):
     """Images; the cached targets of a run on fixed views (cgd_mae's, or ``cached_crops``);
-    for cgd_mae the CLIP teacher; for a distilled mae_lite the teacher run's checkpoint, so
-    the teacher run is trained first.
+    for a method distilling CLIP (cgd_mae) the teacher and its text anchors; for one
+    distilling another run (mae_lite) that run's checkpoint, so that run is trained first.
     """
     spec = run_spec(config, wildcards.run)
+    card = method_card(spec["method"])
     inputs = {"images": image_source(spec["dataset"])}
-    if spec["method"] == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
-        teacher_run = spec["mae_lite"]["teacher_run"]
+    teacher_run = card.teacher_run_of(spec)
+    if teacher_run is not None:
         inputs["teacher_checkpoint"] = f"results/pretrain/{teacher_run}/checkpoint.pth"
-    if spec["method"] == "cgd_mae":
-        teacher = spec["distill"]["teacher"]
+    teacher = card.clip_teacher_of(spec)
+    if teacher is not None:
         inputs["teacher"] = f"results/teacher/{teacher}/model"
-        key = text_anchors_key(spec["distill"]["templates"])
+        key = text_anchors_key(spec[card.section]["templates"])
         inputs["text_anchors"] = f"results/teacher/{teacher}/text/{key}.pt"
     targets = targets_file(config, spec)
     if targets is not None:
@@ -160,13 +163,8 @@ def cmc_tasks():
 
 def reconstruction_runs():
     """Declared runs whose MAE decoder reconstructs masked patches of the same image: not
-    scratch (untrained) and not person_vit (its decoder is unused and stays frozen)."""
-    no_reconstruction = ("scratch", "person_vit")
-    return [
-        r
-        for r in config["runs"]
-        if run_spec(config, r)["method"] not in no_reconstruction
-    ]
+    scratch (untrained) nor person_vit (its decoder is unused and stays frozen)."""
+    return [r for r in config["runs"] if method_card(run_spec(config, r)["method"]).reconstructs]
 
 
 def job_resources(gpus, nodes=1, threads=1):

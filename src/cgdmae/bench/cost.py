@@ -48,6 +48,7 @@ from cgdmae.config import (
 )
 from cgdmae.curation.subsets import parse_subset, subset_size
 from cgdmae.finetune.spec import split_recipe
+from cgdmae.pretrain.cards import method_card
 from cgdmae.teacher.clip import hub_offline, small_clip
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
@@ -203,36 +204,37 @@ def pretrain_method(config: Mapping[str, Any], spec: dict[str, Any]) -> nn.Modul
     from cgdmae.pretrain.methods import method_class
     from cgdmae.pretrain.run import build_method, build_model
 
-    method = spec["method"]
-    if method == "cgd_mae":
-        distill = spec["distill"]
+    card = method_card(spec["method"])
+    cls = method_class(card.name)
+    if card.clip_teacher:
+        distill = spec[card.section]
         _, clip_dim = teacher_cost(config, distill["teacher"])
         text = nn.functional.normalize(torch.randn(90, clip_dim), dim=-1)
-        return method_class("cgd_mae")(
+        return cls(
             build_model(spec),
             text,
             None,
             mask_ratio=spec["mask_ratio"],
             student_feature=distill["student_feature"],
         )
-    if method == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
-        teacher = build_model(run_spec(config, spec["mae_lite"]["teacher_run"]))
-        return method_class("mae_lite")(build_model(spec), teacher, mask_ratio=spec["mask_ratio"])
+    teacher_run = card.teacher_run_of(spec)
+    if teacher_run is not None:
+        teacher = build_model(run_spec(config, teacher_run))
+        return cls(build_model(spec), teacher, mask_ratio=spec["mask_ratio"])
     return build_method(spec)
 
 
 def flop_key(config: Mapping[str, Any], spec: Mapping[str, Any]) -> str:
     """What a run's step FLOPs depend on: method, model, masking and the method's section."""
-    method = spec["method"]
+    card = method_card(spec["method"])
     key: dict[str, Any] = {k: spec[k] for k in ("method", "model", "mask_ratio", "mask_strategy")}
-    section = {"cgd_mae": "distill"}.get(method, method)
     key["section"] = {
-        k: v for k, v in spec.get(section, {}).items() if k not in FLOP_NEUTRAL
+        k: v for k, v in spec.get(card.section, {}).items() if k not in FLOP_NEUTRAL
     }  # fmt: skip
-    if method == "cgd_mae":
-        key["teacher"] = config["teachers"][spec["distill"]["teacher"]]
-    if method == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
-        key["teacher_model"] = run_spec(config, spec["mae_lite"]["teacher_run"])["model"]
+    if card.clip_teacher:
+        key["teacher"] = config["teachers"][card.clip_teacher_of(spec)]
+    if card.teacher_run_of(spec) is not None:
+        key["teacher_model"] = run_spec(config, card.teacher_run_of(spec))["model"]
     return json.dumps(key, sort_keys=True)
 
 
@@ -241,9 +243,10 @@ def pretrain_flops(config: Mapping[str, Any], spec: dict[str, Any], cache_: dict
     targets are computed online)."""
     key = flop_key(config, spec)
     if key not in cache_:
+        card = method_card(spec["method"])
         clip_dim = None
-        if spec["method"] == "cgd_mae":
-            _, clip_dim = teacher_cost(config, spec["distill"]["teacher"])
+        if card.clip_teacher:
+            _, clip_dim = teacher_cost(config, card.clip_teacher_of(spec))
 
         def count() -> float:
             method = pretrain_method(config, spec).train()
@@ -254,8 +257,8 @@ def pretrain_flops(config: Mapping[str, Any], spec: dict[str, Any], cache_: dict
             return train_step_flops(method, batch)[0] / n
 
         flops = on_meta(count)
-        if spec["method"] == "cgd_mae" and spec["distill"]["targets"] == "online":
-            flops += teacher_cost(config, spec["distill"]["teacher"])[0]
+        if card.clip_teacher and not card.cached_targets(spec):  # the teacher on every crop
+            flops += teacher_cost(config, card.clip_teacher_of(spec))[0]
         cache_[key] = flops
     return cache_[key]
 
@@ -351,9 +354,10 @@ def anchor_key(spec: Mapping[str, Any]) -> str:
         f"p{m['patch_size']} dec{m['decoder_dim']}x{m['decoder_depth']} "
         f"mask{spec['mask_ratio']:g} {spec['mask_strategy']}"
     )
-    if spec["method"] == "cgd_mae":
-        key += f" {spec['distill']['targets']}"
-    if spec["method"] == "mae_lite" and spec["mae_lite"]["teacher_run"] is not None:
+    card = method_card(spec["method"])
+    if card.clip_teacher:
+        key += f" {spec[card.section]['targets']}"
+    if method_card(spec["method"]).teacher_run_of(spec) is not None:
         key += " distill"
     if spec["method"] == "person_vit":
         key += f" local{spec['person_vit']['local_views']}"
@@ -438,7 +442,7 @@ def cost_rows(
 
     flop_cache: dict[str, float] = {}
     for run, spec in specs.items():
-        epochs = 0 if spec["method"] == "scratch" else spec["epochs"]
+        epochs = spec["epochs"] if method_card(spec["method"]).trains else 0
         world = max(spec["gpus"], 1) * spec.get("nodes", 1)
         per_step = spec["batch_size"] * spec["accum_iter"] * world
         images = steps_cap(count(spec["dataset"]) * epochs, spec.get("max_steps"), per_step)

@@ -15,13 +15,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import Dataset
+
 from cgdmae.data import read_manifest, read_pool
 from cgdmae.data.scan import corrupt_images
 from cgdmae.models import create_mae
-from cgdmae.pretrain.data import PretrainDataset, TeacherTargets
-from cgdmae.pretrain.methods import PretrainMethod, method_class
+from cgdmae.pretrain.cards import method_card
+from cgdmae.pretrain.data import TeacherTargets
+from cgdmae.pretrain.methods import MethodInputs, PretrainMethod, method_class
 from cgdmae.pretrain.methods.mae_lite import load_teacher_encoder
-from cgdmae.pretrain.views import CrossRegionDataset, MultiCropDataset
 from cgdmae.training.checkpoint import (
     CheckpointError,
     drop_optimizer_state,
@@ -73,85 +75,11 @@ def build_method(
     teacher_checkpoint: str | Path | None = None,
     text_anchors: str | Path | None = None,
 ) -> PretrainMethod:
-    """The method of ``spec['method']`` around a freshly initialised MAE.
-
-    ``teacher_dir`` is cgd_mae's CLIP teacher and ``text_anchors`` its cached KL anchors;
-    ``teacher_checkpoint`` is MAE-Lite's frozen MAE (another run's ``checkpoint.pth``).
-    """
-    model = build_model(spec)
-    method, mask_ratio = spec["method"], spec["mask_ratio"]
-    cls = method_class(method)
-    if method in ("mae", "scratch"):
-        return cls(model, mask_ratio=mask_ratio)
-    if method == "person_mae":
-        cfg = spec["person_mae"]
-        return cls(
-            model,
-            mask_ratio=mask_ratio,
-            lam=cfg["lambda"],
-            beta=cfg["beta"],
-            ema_momentum=tuple(cfg["ema_momentum"]),
-            ema_ramp=cfg["ema_ramp"],
-            feature_depth=cfg["feature_depth"],
-        )
-    if method == "person_vit":
-        cfg = spec["person_vit"]
-        return cls(
-            model,
-            out_dim=cfg["out_dim"],
-            hidden_dim=cfg["hidden_dim"],
-            bottleneck_dim=cfg["bottleneck_dim"],
-            norm_last_layer=cfg["norm_last_layer"],
-            teacher_temp=tuple(cfg["teacher_temp"]),
-            patch_temp=tuple(cfg["patch_temp"]),
-            temp_warmup=cfg["temp_warmup"],
-            ema_momentum=cfg["ema_momentum"],
-            lambda_dino=cfg["lambda_dino"],
-            lambda_mim=cfg["lambda_mim"],
-            freeze_last_layer=cfg["freeze_last_layer"],
-            drop_path=cfg["drop_path"],
-        )
-    if method == "mae_lite":
-        cfg = spec["mae_lite"]
-        teacher = None
-        if cfg["teacher_run"] is not None:
-            if teacher_checkpoint is None:
-                raise ValueError(
-                    f"mae_lite.teacher_run is {cfg['teacher_run']!r} but no teacher checkpoint "
-                    "was given"
-                )
-            teacher = load_mae_teacher(teacher_checkpoint)
-        return cls(model, teacher, mask_ratio=mask_ratio, distill_weight=cfg["distill_weight"])
-    return build_cgd_mae(model, spec, teacher_dir, text_anchors)
-
-
-def build_cgd_mae(
-    model, spec: dict[str, Any], teacher_dir: str | Path | None, text_anchors: str | Path | None
-) -> PretrainMethod:
-    """CGD-MAE around ``model``. The KL anchors come from ``text_anchors`` (the teacher_text
-    rule's file) when given; the teacher itself is loaded only for online targets."""
-    from cgdmae.teacher.clip import attribute_prompts, load_teacher, load_text_anchors
-
-    distill = spec["distill"]
-    online = distill["targets"] == "online"
-    if teacher_dir is None and (online or text_anchors is None):
-        raise ValueError("cgd_mae needs a teacher directory (online targets or no text anchors)")
-    # on the CPU: the engine moves the method to this rank's device (not every rank's GPU 0)
-    teacher = load_teacher(teacher_dir, "cpu") if online or text_anchors is None else None
-    if text_anchors is not None:
-        text = load_text_anchors(text_anchors, distill["templates"])
-    else:
-        text = teacher.encode_text(attribute_prompts(distill["templates"]))
-    return method_class("cgd_mae")(
-        model,
-        text,
-        teacher if online else None,
-        mask_ratio=spec["mask_ratio"],
-        lam=distill["lambda"],
-        w_sim=distill["w_sim"],
-        w_kl=distill["w_kl"],
-        student_feature=distill["student_feature"],
-    )
+    """The method of ``spec['method']`` around a freshly initialised MAE, built by its class
+    from the spec and the files its rule gives it (``MethodInputs``): cgd_mae's CLIP teacher
+    directory and text anchors, MAE-Lite's teacher run checkpoint."""
+    inputs = MethodInputs(teacher_dir, text_anchors, teacher_checkpoint)
+    return method_class(spec["method"]).from_spec(build_model(spec), spec, inputs)
 
 
 def load_mae_teacher(path: str | Path):
@@ -182,51 +110,19 @@ def build_dataset(
     targets: str | Path | None = None,
     target_views: int | None = None,
     on_corrupt: str = "error",
-) -> PretrainDataset:
-    """The views each method trains on: MAE crops, cross-region pairs or multi-crop; with cached
-    targets, the first ``target_views`` views of the store (all of them when ``None``)."""
-    paths = training_images(images, on_corrupt)
-    img_size = tuple(spec["model"]["img_size"])
-    if spec["method"] == "person_mae":
-        return CrossRegionDataset(
-            paths,
-            img_size=img_size,
-            scale=tuple(spec["crop_scale"]),
-            max_shift=spec["person_mae"]["shift"],
-            seed=seed,
-        )
-    if spec["method"] == "person_vit":
-        cfg = spec["person_vit"]
-        return MultiCropDataset(
-            paths,
-            img_size=img_size,
-            patch_size=spec["model"]["patch_size"],
-            local_size=tuple(cfg["local_size"]),
-            local_views=cfg["local_views"],
-            global_scale=tuple(cfg["global_scale"]),
-            local_scale=tuple(cfg["local_scale"]),
-            ratio=tuple(cfg["ratio"]),
-            mask_ratio=tuple(cfg["mask_ratio"]),
-            mask_prob=cfg["mask_prob"],
-            photometric=cfg["photometric"],
-            seed=seed,
-        )
+) -> Dataset:
+    """The views the run's method trains on (its class's ``views``); with cached targets,
+    the first ``target_views`` views of the store (all of them when ``None``)."""
     cached = TeacherTargets.load(targets) if targets else None
     if cached is not None and target_views is not None:
         cached = cached.first_views(target_views, targets)
-    return PretrainDataset(
-        paths,
-        img_size=img_size,
-        scale=tuple(spec["crop_scale"]),
-        seed=seed,
-        targets=cached,
-        targets_file=targets,
-    )
+    paths = training_images(images, on_corrupt)
+    return method_class(spec["method"]).views(spec, paths, seed, cached, targets)
 
 
 def train_config(spec: dict[str, Any], seed: int) -> TrainConfig:
     return TrainConfig(
-        epochs=0 if spec["method"] == "scratch" else spec["epochs"],
+        epochs=spec["epochs"] if method_card(spec["method"]).trains else 0,
         batch_size=spec["batch_size"],
         blr=spec["blr"],
         max_lr=spec.get("max_lr"),

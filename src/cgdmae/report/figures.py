@@ -15,9 +15,14 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-# the total first, then each method's terms (cgd_mae: mae/sim/kl; person_mae: pixel/feature;
-# person_vit: dino/mim; mae_lite: mae/distill)
-LOSS_TERMS = ("loss", "mae", "sim", "kl", "pixel", "feature", "dino", "mim", "distill")
+from cgdmae.pretrain.cards import method_cards  # noqa: E402
+
+
+def loss_terms() -> list[str]:
+    """The total first, then every method's terms in its card's order (a term two methods
+    log, such as mae, once)."""
+    terms = ["loss"] + [t for card in method_cards() for t in card.loss_terms]
+    return list(dict.fromkeys(terms))
 
 
 def save_figure(fig, stem: str | Path) -> list[Path]:
@@ -53,7 +58,7 @@ def loss_frame(logs: Mapping[str, str | Path]) -> pd.DataFrame:
         frame = pd.read_csv(path)
         if frame.empty:
             continue  # scratch: nothing trained
-        terms = [t for t in LOSS_TERMS if t in frame]
+        terms = [t for t in loss_terms() if t in frame]
         long = frame.melt(id_vars=["epoch"], value_vars=terms, var_name="term", value_name="value")
         frames.append(long.assign(run=run))
     if not frames:
@@ -69,7 +74,7 @@ def loss_curves(logs: Mapping[str, str | Path]):
     """
     data = loss_frame(logs)
     sns.set_theme(context="paper", style="whitegrid")
-    terms = [t for t in LOSS_TERMS if t in set(data.term)]
+    terms = [t for t in loss_terms() if t in set(data.term)]
     runs = list(dict.fromkeys(data.run))
     grid = sns.relplot(
         data=data, x="epoch", y="value", hue="term", hue_order=terms, col="run", col_order=runs,

@@ -6,10 +6,11 @@ from cgdmae.pretrain.methods import mae_lite as _mae_lite  # noqa: F401  (regist
 from cgdmae.pretrain.methods import person_mae as _person_mae  # noqa: F401  (registers person_mae)
 from cgdmae.pretrain.methods import person_vit as _person_vit  # noqa: F401  (registers person_vit)
 from cgdmae.pretrain.methods.base import (
+    MethodInputs,
     PretrainMethod,
     available_methods,
     method_class,
     register_method,
 )
 
-__all__ = ["PretrainMethod", "available_methods", "method_class", "register_method"]
+__all__ = ["MethodInputs", "PretrainMethod", "available_methods", "method_class", "register_method"]

@@ -8,13 +8,28 @@ one loop, one checkpoint format and one export.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
+
+from cgdmae.pretrain.data import PretrainDataset
 
 _METHODS: dict[str, type[PretrainMethod]] = {}
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """The files a run's method reads besides its images (its rule's inputs, its card says
+    which): a CLIP teacher's directory and text anchors, another run's checkpoint."""
+
+    teacher_dir: str | Path | None = None
+    text_anchors: str | Path | None = None
+    teacher_checkpoint: str | Path | None = None
 
 
 class PretrainMethod(nn.Module):
@@ -32,6 +47,32 @@ class PretrainMethod(nn.Module):
     name: ClassVar[str] = ""
     frozen_prefixes: ClassVar[tuple[str, ...]] = ()
     model: nn.Module
+
+    @classmethod
+    def from_spec(cls, model: nn.Module, spec: dict[str, Any], inputs: MethodInputs):
+        """The method around ``model`` with a run's resolved spec; MAE-style methods take
+        only the mask ratio, the others read their own section."""
+        return cls(model, mask_ratio=spec["mask_ratio"])
+
+    @classmethod
+    def views(
+        cls,
+        spec: dict[str, Any],
+        paths: Sequence[Path],
+        seed: int,
+        targets: Any = None,
+        targets_file: str | Path | None = None,
+    ) -> Dataset:
+        """What the method trains on: MAE's random resized crops, or the fixed views of a
+        teacher's cached ``targets`` (``cgdmae.pretrain.data.TeacherTargets``)."""
+        return PretrainDataset(
+            paths,
+            img_size=tuple(spec["model"]["img_size"]),
+            scale=tuple(spec["crop_scale"]),
+            seed=seed,
+            targets=targets,
+            targets_file=targets_file,
+        )
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError

@@ -27,7 +27,7 @@ from torch import nn
 
 from cgdmae.models import MaskedAutoencoderViT
 from cgdmae.pretrain.data import denormalize
-from cgdmae.pretrain.methods.base import PretrainMethod, register_method
+from cgdmae.pretrain.methods.base import MethodInputs, PretrainMethod, register_method
 
 STUDENT_FEATURES = ("decoder_pool", "encoder_cls", "encoder_mean")
 
@@ -59,6 +59,36 @@ class CGDMAEMethod(PretrainMethod):
     """
 
     frozen_prefixes = ("teacher.",)
+
+    @classmethod
+    def from_spec(cls, model, spec: dict[str, Any], inputs: MethodInputs) -> CGDMAEMethod:
+        """The KL anchors come from ``inputs.text_anchors`` (the teacher_text rule's file)
+        when given; the teacher itself is loaded only for online targets."""
+        from cgdmae.teacher.clip import attribute_prompts, load_teacher, load_text_anchors
+
+        distill = spec["distill"]
+        online = distill["targets"] == "online"
+        if inputs.teacher_dir is None and (online or inputs.text_anchors is None):
+            raise ValueError(
+                "cgd_mae needs a teacher directory (online targets or no text anchors)"
+            )
+        # on the CPU: the engine moves the method to this rank's device (not every rank's GPU 0)
+        needs_teacher = online or inputs.text_anchors is None
+        teacher = load_teacher(inputs.teacher_dir, "cpu") if needs_teacher else None
+        if inputs.text_anchors is not None:
+            text = load_text_anchors(inputs.text_anchors, distill["templates"])
+        else:
+            text = teacher.encode_text(attribute_prompts(distill["templates"]))
+        return cls(
+            model,
+            text,
+            teacher if online else None,
+            mask_ratio=spec["mask_ratio"],
+            lam=distill["lambda"],
+            w_sim=distill["w_sim"],
+            w_kl=distill["w_kl"],
+            student_feature=distill["student_feature"],
+        )
 
     def __init__(
         self,

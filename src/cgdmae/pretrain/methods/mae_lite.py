@@ -31,7 +31,7 @@ from torch import nn
 
 from cgdmae.models import MaskedAutoencoderViT, block_mask_noise
 from cgdmae.models.export import DECODER_PREFIXES
-from cgdmae.pretrain.methods.base import PretrainMethod, register_method
+from cgdmae.pretrain.methods.base import MethodInputs, PretrainMethod, register_method
 from cgdmae.pretrain.methods.encoders import encoder_copy
 
 
@@ -88,6 +88,25 @@ class MAELiteMethod(PretrainMethod):
     """
 
     frozen_prefixes = ("teacher.",)
+
+    @classmethod
+    def from_spec(cls, model, spec: dict[str, Any], inputs: MethodInputs) -> MAELiteMethod:
+        """Alone, or distilling the frozen model of ``mae_lite.teacher_run`` (its
+        ``checkpoint.pth``, the rule's input)."""
+        from cgdmae.pretrain.run import load_mae_teacher  # builds the teacher run's model
+
+        cfg = spec["mae_lite"]
+        teacher = None
+        if cfg["teacher_run"] is not None:
+            if inputs.teacher_checkpoint is None:
+                raise ValueError(
+                    f"mae_lite.teacher_run is {cfg['teacher_run']!r} but no teacher checkpoint "
+                    "was given"
+                )
+            teacher = load_mae_teacher(inputs.teacher_checkpoint)
+        return cls(
+            model, teacher, mask_ratio=spec["mask_ratio"], distill_weight=cfg["distill_weight"]
+        )
 
     def __init__(
         self,

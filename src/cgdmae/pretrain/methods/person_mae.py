@@ -30,8 +30,9 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from cgdmae.models import MaskedAutoencoderViT
-from cgdmae.pretrain.methods.base import PretrainMethod, register_method
+from cgdmae.pretrain.methods.base import MethodInputs, PretrainMethod, register_method
 from cgdmae.pretrain.methods.encoders import ema_momentum, ema_update, encode_tokens, encoder_copy
+from cgdmae.pretrain.views import CrossRegionDataset
 
 
 # ---- PersonMAE ----------------------------------------------------------------------------------
@@ -121,6 +122,30 @@ class PersonMAEMethod(PretrainMethod):
     The EMA target encoder is method state (checkpointed, never optimised); the encoder that is
     exported is the online one, which PersonMAE fine-tunes.
     """
+
+    @classmethod
+    def from_spec(cls, model, spec: dict[str, Any], inputs: MethodInputs) -> PersonMAEMethod:
+        cfg = spec["person_mae"]
+        return cls(
+            model,
+            mask_ratio=spec["mask_ratio"],
+            lam=cfg["lambda"],
+            beta=cfg["beta"],
+            ema_momentum=tuple(cfg["ema_momentum"]),
+            ema_ramp=cfg["ema_ramp"],
+            feature_depth=cfg["feature_depth"],
+        )
+
+    @classmethod
+    def views(cls, spec, paths, seed, targets=None, targets_file=None) -> CrossRegionDataset:
+        """Two crops of one image a random shift apart (cross-region views)."""
+        return CrossRegionDataset(
+            paths,
+            img_size=tuple(spec["model"]["img_size"]),
+            scale=tuple(spec["crop_scale"]),
+            max_shift=spec["person_mae"]["shift"],
+            seed=seed,
+        )
 
     def __init__(
         self,

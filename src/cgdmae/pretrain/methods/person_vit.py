@@ -41,13 +41,14 @@ from torch import nn
 
 from cgdmae.models import MaskedAutoencoderViT, encoder_state_dict
 from cgdmae.models.export import DECODER_PREFIXES
-from cgdmae.pretrain.methods.base import PretrainMethod, register_method
+from cgdmae.pretrain.methods.base import MethodInputs, PretrainMethod, register_method
 from cgdmae.pretrain.methods.encoders import (
     ema_momentum,
     ema_update,
     encode_tokens,
     encoder_copy,
 )
+from cgdmae.pretrain.views import MultiCropDataset
 
 
 class DINOHead(nn.Module):
@@ -146,6 +147,44 @@ class PersonViTMethod(PretrainMethod):
     training; ``freeze_last_layer`` is also a fraction of training. ``progress`` (steps done /
     total) is a buffer, so the schedules resume exactly.
     """
+
+    @classmethod
+    def from_spec(cls, model, spec: dict[str, Any], inputs: MethodInputs) -> PersonViTMethod:
+        cfg = spec["person_vit"]
+        return cls(
+            model,
+            out_dim=cfg["out_dim"],
+            hidden_dim=cfg["hidden_dim"],
+            bottleneck_dim=cfg["bottleneck_dim"],
+            norm_last_layer=cfg["norm_last_layer"],
+            teacher_temp=tuple(cfg["teacher_temp"]),
+            patch_temp=tuple(cfg["patch_temp"]),
+            temp_warmup=cfg["temp_warmup"],
+            ema_momentum=cfg["ema_momentum"],
+            lambda_dino=cfg["lambda_dino"],
+            lambda_mim=cfg["lambda_mim"],
+            freeze_last_layer=cfg["freeze_last_layer"],
+            drop_path=cfg["drop_path"],
+        )
+
+    @classmethod
+    def views(cls, spec, paths, seed, targets=None, targets_file=None) -> MultiCropDataset:
+        """DINO's multi-crop (global and local views) with iBOT-style block masks."""
+        cfg = spec["person_vit"]
+        return MultiCropDataset(
+            paths,
+            img_size=tuple(spec["model"]["img_size"]),
+            patch_size=spec["model"]["patch_size"],
+            local_size=tuple(cfg["local_size"]),
+            local_views=cfg["local_views"],
+            global_scale=tuple(cfg["global_scale"]),
+            local_scale=tuple(cfg["local_scale"]),
+            ratio=tuple(cfg["ratio"]),
+            mask_ratio=tuple(cfg["mask_ratio"]),
+            mask_prob=cfg["mask_prob"],
+            photometric=cfg["photometric"],
+            seed=seed,
+        )
 
     def __init__(
         self,
