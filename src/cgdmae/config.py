@@ -15,20 +15,14 @@ from typing import Any
 
 import yaml
 
+from cgdmae.finetune.cards import task_card, task_cards
 from cgdmae.finetune.spec import recipe_spec, recipes, split_recipe
 from cgdmae.pretrain.cards import method_card, method_cards
 
 SYNTHETIC_ROOT = "results/data/synthetic"
 SYNTHETIC_DATASETS = ("veri776", "vehicleid", "veriwild", "vfr", "vps", "pool")
-# the dataset formats each downstream task reads
-TASK_FORMATS: dict[str, tuple[str, ...]] = {
-    "reid": ("veri776", "vehicleid", "veriwild", "market1501"),
-    "var": ("veri776",),
-    "vfr": ("image_folder",),
-    "vps": ("segmentation",),
-}
-# the downstream tasks, in the order of the main table's columns
-TASKS = tuple(TASK_FORMATS)
+# the downstream tasks, in the order of the main table's columns (their cards')
+TASKS = tuple(card.name for card in task_cards())
 
 
 # `pretrain` keys with no default: a run may set them, and a run that does not keeps the
@@ -270,7 +264,8 @@ def _check_references(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key 'teachers.{name}.name': a pretrained teacher needs an open_clip model name"
             )
-    for task, formats in TASK_FORMATS.items():
+    for task in TASKS:
+        formats = task_card(task).formats
         task_config = config.get("finetune", {}).get(task, {})
         keyed = [(f"finetune.{task}.datasets", task_config.get("datasets", []))]
         for variant, entry in (task_config.get("variants") or {}).items():
@@ -640,8 +635,8 @@ def finetune_spec(config: Mapping[str, Any], recipe: str, dataset: str) -> dict[
     nothing), under the config's ``limits``."""
     spec = recipe_spec(config["finetune"], recipe, dataset)
     limits = config.get("limits", {})
-    task = split_recipe(recipe)[0]
-    return apply_limits(spec, limits, spec["instances"] if task == "reid" else 1)
+    pk_batch = task_card(split_recipe(recipe)[0]).pk_batch
+    return apply_limits(spec, limits, spec["instances"] if pk_batch else 1)
 
 
 def finetune_recipes(config: Mapping[str, Any]) -> list[tuple[str, str]]:

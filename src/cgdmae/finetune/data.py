@@ -10,7 +10,6 @@ import torchvision.transforms as T
 from timm.data import create_transform
 from timm.data.random_erasing import RandomErasing
 
-from cgdmae.config import TASK_FORMATS
 from cgdmae.data import (
     DatasetFormatError,
     ImageDataset,
@@ -24,6 +23,7 @@ from cgdmae.data import (
     read_veriwild,
 )
 from cgdmae.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from cgdmae.finetune.cards import task_card
 
 
 @dataclass
@@ -175,7 +175,7 @@ def vps_data(root: str | Path, num_classes: int | None) -> TaskData:
 
 def task_data(task: str, dataset: dict[str, Any], num_classes: int | None = None) -> TaskData:
     fmt, root = dataset["format"], dataset["path"]
-    if fmt not in TASK_FORMATS[task]:
+    if fmt not in task_card(task).formats:
         raise ValueError(f"task {task} cannot use a {fmt} dataset ({root})")
     if task == "reid":
         return reid_data(fmt, root)

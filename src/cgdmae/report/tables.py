@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from cgdmae.finetune.cards import task_card
 from cgdmae.finetune.spec import split_recipe
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "paper" / "templates"
@@ -29,14 +30,6 @@ DATASET_NAMES = {
     "vfr": "VFR",
     "vps": "VPS",
 }
-# the headline metrics of each task: (metric key, column label)
-HEADLINE = {
-    "reid": [("mAP", "mAP"), ("rank1", "R1")],
-    "var": [("mA", "mA")],
-    "vfr": [("top1", "top-1")],
-    "vps": [("mIoU", "mIoU")],
-}
-TASK_NAMES = {"reid": "ReID", "var": "VAR", "vfr": "VFR", "vps": "VPS"}
 
 
 @dataclass(frozen=True)
@@ -92,13 +85,11 @@ def columns_for(recipes: Iterable[tuple[str, str]]) -> list[Column]:
     columns = []
     for recipe, dataset in recipes:
         task, variant = split_recipe(recipe)
-        name = DATASET_NAMES.get(dataset, dataset)
-        prefix = f"{name} " if task == "reid" else f"{TASK_NAMES[task]} "
+        card = task_card(task)
+        prefix = f"{card.title or DATASET_NAMES.get(dataset, dataset)} "
         if variant is not None:
             prefix += f"{variant} "
-        headline = HEADLINE[task]
-        if task == "reid" and dataset == "vehicleid":  # the protocol reports Rank-1 and Rank-5
-            headline = [("rank1", "R1"), ("rank5", "R5")]
+        headline = card.headline_by_dataset.get(dataset, card.headline)
         columns += [Column(recipe, dataset, metric, prefix + label) for metric, label in headline]
     return columns
 
