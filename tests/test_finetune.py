@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from cgdmae.config import validate_config
@@ -579,8 +580,9 @@ def test_mae_recipe_keys_reach_the_transforms_lr_and_heads():
     import numpy as np
     from PIL import Image
 
-    from cgdmae.finetune.data import make_dataset, test_transform
+    from cgdmae.finetune.data import test_transform
     from cgdmae.finetune.run import finetune_config
+    from cgdmae.finetune.tasks import task_class
 
     spec = task_spec(
         blr=5e-4, batch_size=64, head_init_std=2e-5, rand_augment="rand-m9-mstd0.5-inc1"
@@ -594,7 +596,8 @@ def test_mae_recipe_keys_reach_the_transforms_lr_and_heads():
     assert module.model.head.weight.std() < 1e-4 and not module.model.head.bias.any()
     assert tiny_task("vfr", task_spec()).model.head.weight.std() > 1e-2
     assert module.model.backbone.blocks[0].mlp.fc1.weight.std() > 1e-2  # the backbone is kept
-    names = [type(t).__name__ for t in make_dataset("vfr", [], (32, 32), spec).transform.transforms]
+    train_set = task_class("vfr").train_set([], (32, 32), spec)
+    names = [type(t).__name__ for t in train_set.transform.transforms]
     assert "RandAugment" in names and "RandomResizedCropAndInterpolation" in names
     # test time: shorter side to 32 / 0.875 = 36, then the central 32 × 32
     rng = np.random.default_rng(0)
@@ -637,12 +640,11 @@ def test_paper_var_and_vfr_follow_maes_recipe():
 def test_on_corrupt_skip_leaves_out_bad_train_query_and_gallery_images(data, tmp_path):
     import shutil
 
-    from cgdmae.finetune.data import task_data
-    from cgdmae.finetune.run import usable_data
+    from cgdmae.finetune.run import read_task_data, usable_data
 
     root = tmp_path / "veri776"
     shutil.copytree(data / "veri776", root)
-    whole = task_data("reid", {"format": "veri776", "path": str(root)})
+    whole = read_task_data("reid", {"format": "veri776", "path": str(root)}, {})
     query, gallery = whole.test["test"]
     for record in (whole.train[0], query[0], gallery[-1]):
         record.path.write_bytes(record.path.read_bytes()[:100])
@@ -683,3 +685,50 @@ def test_paper_vps_recipe_is_upernet_without_pad_or_erasing():
     assert (spec["layer_decay"], spec["head_channels"], spec["pad"], spec["erasing"]) == (
         0.65, 768, 0, 0.0,
     )  # fmt: skip
+
+
+def test_a_task_defined_in_a_test_fine_tunes_and_gets_its_columns(data, tmp_path, monkeypatch):
+    """A task is its card and its class: a linear probe on image-folder data, defined here
+    alone, fine-tunes through run_finetune and gets table columns, with no edit to the package."""
+    from cgdmae.finetune import cards, tasks
+    from cgdmae.finetune.evaluate import evaluate_top1
+    from cgdmae.report.tables import columns_for
+
+    monkeypatch.setattr(cards, "_CARDS", dict(cards._CARDS))
+    monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))
+    cards.register_task_card(
+        cards.TaskCard("probe", ("image_folder",), (("top1", "acc"),), "Probe")
+    )
+
+    @tasks.register_task("probe")
+    class LinearProbe(tasks.FinetuneTask):
+        def __init__(self, backbone, num_classes):
+            super().__init__()
+            self.model = tasks.ClassifierNet(backbone.requires_grad_(False), num_classes)
+
+        @classmethod
+        def read_data(cls, fmt, root, spec):
+            return tasks.vfr_data(root)
+
+        @classmethod
+        def build(cls, backbone, data, spec):
+            return cls(backbone, data.num_classes["classes"])
+
+        def forward(self, batch):
+            return {"loss": F.cross_entropy(self.model(batch["image"]), batch["label"])}
+
+        @torch.no_grad()
+        def predict(self, images):
+            return self.model(images)
+
+        def evaluate_protocol(self, test, data, loader, spec, device, seed):
+            return evaluate_top1(self, test, loader, device)
+
+    out = tmp_path / "metrics.json"
+    record = run_finetune("probe", dataset(data, "vfr"), data / "encoder.pth", MODEL,
+                          tiny_spec(epochs=1), out)  # fmt: skip
+    assert set(record["metrics"]["test"]) == {"top1"} and record["epochs"] == 1
+    assert [c.label for c in columns_for([("probe", "vfr")])] == ["Probe acc"]
+    with pytest.raises(ValueError, match="task probe cannot use a veri776 dataset"):
+        run_finetune("probe", dataset(data, "veri776"), data / "encoder.pth", MODEL,
+                     tiny_spec(epochs=1), out)  # fmt: skip

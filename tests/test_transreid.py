@@ -11,13 +11,15 @@ from torch import nn
 
 from cgdmae.finetune.backbone import load_vit, set_patch_stride, strided_grid
 from cgdmae.finetune.data import TaskData
-from cgdmae.finetune.run import build_task, camera_count, reid_options
+from cgdmae.finetune.run import build_task
 from cgdmae.finetune.tasks import (
     ReidNet,
     ReidTask,
     batch_hard_triplet,
+    camera_count,
     cls_feature,
     param_groups,
+    reid_options,
     shuffle_unit,
 )
 from cgdmae.models import create_mae, save_encoder

@@ -24,6 +24,7 @@ from cgdmae.config import (
     teachers_of,
     validate_config,
 )
+from cgdmae.finetune.cards import task_card
 from cgdmae.pretrain.cards import method_card
 from cgdmae.finetune.spec import VARIANT_NAME_PATTERN, VARIANT_SEPARATOR, split_recipe
 from cgdmae.workflow import provenance_path
@@ -158,13 +159,21 @@ def metrics_of(rows, tasks):
 
 def cmc_tasks():
     """ReID datasets with a query/gallery split, whose CMC curves are plotted (not VehicleID)."""
-    return [(t, d) for t, d in configured_tasks() if t == "reid" and d != "vehicleid"]
+    return [
+        (t, d)
+        for t, d in configured_tasks()
+        if t in TASKS and task_card(t).cmc_curve and d != "vehicleid"
+    ]
 
 
 def reconstruction_runs():
     """Declared runs whose MAE decoder reconstructs masked patches of the same image: not
     scratch (untrained) nor person_vit (its decoder is unused and stays frozen)."""
-    return [r for r in config["runs"] if method_card(run_spec(config, r)["method"]).reconstructs]
+    return [
+        r
+        for r in config["runs"]
+        if method_card(run_spec(config, r)["method"]).reconstructs
+    ]
 
 
 def job_resources(gpus, nodes=1, threads=1):

@@ -18,7 +18,8 @@ class TaskCard:
       whose columns are per dataset);
     - ``headline``: (metric key, column label) of the table's columns, and ``headline_by_dataset``
       those of a dataset whose protocol reports others (VehicleID: Rank-1 and Rank-5);
-    - ``pk_batch``: the batch is P identities × ``instances`` images (a batch cap keeps it whole).
+    - ``pk_batch``: the batch is P identities × ``instances`` images (a batch cap keeps it whole);
+    - ``cmc_curve``: its metrics carry a CMC curve, which a figure plots.
     """
 
     name: str
@@ -27,6 +28,7 @@ class TaskCard:
     title: str | None = None
     headline_by_dataset: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     pk_batch: bool = False
+    cmc_curve: bool = False
 
 
 _CARDS: dict[str, TaskCard] = {}
@@ -58,6 +60,7 @@ for _card in (
         (("mAP", "mAP"), ("rank1", "R1")),
         headline_by_dataset={"vehicleid": (("rank1", "R1"), ("rank5", "R5"))},
         pk_batch=True,
+        cmc_curve=True,
     ),
     TaskCard("var", ("veri776",), (("mA", "mA"),), "VAR"),
     TaskCard("vfr", ("image_folder",), (("top1", "top-1"),), "VFR"),

@@ -13,8 +13,6 @@ from timm.data.random_erasing import RandomErasing
 from cgdmae.data import (
     DatasetFormatError,
     ImageDataset,
-    SegmentationDataset,
-    SegmentationTransform,
     read_image_folder,
     read_market1501,
     read_segmentation,
@@ -23,7 +21,6 @@ from cgdmae.data import (
     read_veriwild,
 )
 from cgdmae.data.datasets import IMAGENET_MEAN, IMAGENET_STD
-from cgdmae.finetune.cards import task_card
 
 
 @dataclass
@@ -173,37 +170,21 @@ def vps_data(root: str | Path, num_classes: int | None) -> TaskData:
     return TaskData(train.records, {"val": val.records}, {"classes": len(train.classes)})
 
 
-def task_data(task: str, dataset: dict[str, Any], num_classes: int | None = None) -> TaskData:
-    fmt, root = dataset["format"], dataset["path"]
-    if fmt not in task_card(task).formats:
-        raise ValueError(f"task {task} cannot use a {fmt} dataset ({root})")
-    if task == "reid":
-        return reid_data(fmt, root)
-    if task == "var":
-        return var_data(root)
-    if task == "vfr":
-        return vfr_data(root)
-    return vps_data(root, num_classes)
+def image_train_set(
+    records: list[Any], size: tuple[int, int], spec: dict[str, Any], rand_augment: bool
+) -> ImageDataset:
+    """Training images: MAE's RandAugment recipe when the task allows it (``rand_augment``)
+    and the config sets a policy, else flip, pad + crop and erasing."""
+    if rand_augment and spec.get("rand_augment"):
+        transform = rand_augment_transform(size, spec["rand_augment"], spec["erasing"])
+    else:
+        fill = spec.get("erasing_fill", "zero")
+        transform = train_transform(size, spec["pad"], spec["erasing"], fill)
+    return ImageDataset(records, transform)
 
 
-def make_dataset(
-    task: str,
-    records: list[Any],
-    size: tuple[int, int],
-    spec: dict[str, Any] | None,
-    test_interpolation: str = "bicubic",
-    test_crop_pct: float | None = None,
-):
-    """A torch Dataset; ``spec`` (the task's config) given means training augmentation."""
-    if task == "vps":
-        if spec is None:
-            return SegmentationDataset(records, SegmentationTransform(size, train=False))
-        augment = SegmentationTransform(size, True, pad=spec["pad"], erasing=spec["erasing"])
-        return SegmentationDataset(records, augment)
-    if spec is None:
-        return ImageDataset(records, test_transform(size, test_interpolation, test_crop_pct))
-    if task in ("var", "vfr") and spec.get("rand_augment"):
-        return ImageDataset(records, rand_augment_transform(size, spec["rand_augment"],
-                                                            spec["erasing"]))  # fmt: skip
-    fill = spec.get("erasing_fill", "zero")
-    return ImageDataset(records, train_transform(size, spec["pad"], spec["erasing"], fill))
+def image_test_set(records: list[Any], size: tuple[int, int], spec: dict[str, Any]) -> ImageDataset:
+    """Test images, resized (and centre-cropped with ``test_crop_pct``) as the config says."""
+    interpolation = spec.get("test_interpolation", "bicubic")
+    transform = test_transform(size, interpolation, spec.get("test_crop_pct"))
+    return ImageDataset(records, transform)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,11 +13,13 @@ from cgdmae.eval.classification import attribute_metrics, top1_accuracy
 from cgdmae.eval.reid import compute_distmat, evaluate, evaluate_features, vehicleid_protocol
 from cgdmae.eval.rerank import re_ranking
 from cgdmae.eval.segmentation import SegmentationMeter
-from cgdmae.finetune.data import TaskData
-from cgdmae.finetune.tasks import FinetuneTask
+
+if TYPE_CHECKING:  # the tasks call these functions
+    from cgdmae.finetune.tasks import FinetuneTask
 
 MetricDict = dict[str, Any]
 CMC_RANKS = 20  # CMC points kept in metrics.json for the curves
+Loader = Callable[[list[Any]], DataLoader]  # a test loader over some records
 
 
 @torch.no_grad()
@@ -58,53 +60,51 @@ def reid_metrics(
     return metrics | {"cmc": [float(v) for v in result["cmc"][:CMC_RANKS]]}
 
 
-def evaluate_task(
-    task: str,
-    module: FinetuneTask,
-    data: TaskData,
-    loader: Callable[[list[Any]], DataLoader],
-    spec: dict[str, Any],
-    device: torch.device,
-    seed: int,
+def evaluate_reid(
+    module: FinetuneTask, test: Any, loader: Loader, spec: dict[str, Any], seed: int, device
 ) -> MetricDict:
-    """Metrics per test protocol: ``{protocol: {metric: value}}`` (fractions in [0, 1])."""
-    metrics: MetricDict = {}
-    for name, test in data.test.items():
-        if task == "reid":
-            query, gallery = test
-            if query:
-                features = predict_all(module, loader([*query, *gallery]), device)
-                metrics[name] = reid_metrics(
-                    features[: len(query)], features[len(query) :], query, gallery, spec
-                )
-            else:  # VehicleID: the protocol draws query/gallery itself, 10 times
-                features = predict_all(module, loader(gallery), device)
-                result = vehicleid_protocol(features, _ids(gallery)[0], repeats=10, seed=seed)
-                metrics[name] = {k: float(v) for k, v in result.items()}
-        elif task == "var":
-            logits = predict_all(module, loader(test), device)
-            metrics[name] = {
-                attribute: attribute_metrics(
-                    logits[attribute],
-                    torch.tensor([getattr(r, attribute) for r in test]),
-                    logits[attribute].shape[1],
-                )
-                for attribute in ("color", "type")
-            }
-            for key in ("mA", "accuracy", "f1"):
-                metrics[name][key] = float(
-                    np.mean([metrics[name][a][key] for a in ("color", "type")])
-                )
-        elif task == "vfr":
-            logits = predict_all(module, loader(test), device)
-            labels = torch.tensor([r.label for r in test])
-            metrics[name] = {"top1": float(top1_accuracy(logits, labels))}
-        else:
-            meter = SegmentationMeter(data.num_classes["classes"])
-            with torch.no_grad():
-                for batch in loader(test):
-                    logits = module.predict(batch["image"].to(device))
-                    meter.update(logits.argmax(1).cpu(), batch["mask"])
-            result = meter.compute()
-            metrics[name] = {"mIoU": float(result["mIoU"]), "mAcc": float(result["mAcc"])}
+    """mAP, CMC and mINP of a (query, gallery) split; VehicleID's protocol (no query list)
+    draws query and gallery itself, 10 times."""
+    query, gallery = test
+    if query:
+        features = predict_all(module, loader([*query, *gallery]), device)
+        return reid_metrics(features[: len(query)], features[len(query) :], query, gallery, spec)
+    features = predict_all(module, loader(gallery), device)
+    result = vehicleid_protocol(features, _ids(gallery)[0], repeats=10, seed=seed)
+    return {k: float(v) for k, v in result.items()}
+
+
+def evaluate_attributes(
+    module: FinetuneTask, test: list[Any], loader: Loader, attributes: tuple[str, ...], device
+) -> MetricDict:
+    """Per attribute mA, accuracy and F1, and their means over the attributes."""
+    logits = predict_all(module, loader(test), device)
+    metrics: MetricDict = {
+        attribute: attribute_metrics(
+            logits[attribute],
+            torch.tensor([getattr(r, attribute) for r in test]),
+            logits[attribute].shape[1],
+        )
+        for attribute in attributes
+    }
+    for key in ("mA", "accuracy", "f1"):
+        metrics[key] = float(np.mean([metrics[a][key] for a in attributes]))
     return metrics
+
+
+def evaluate_top1(module: FinetuneTask, test: list[Any], loader: Loader, device) -> MetricDict:
+    logits = predict_all(module, loader(test), device)
+    labels = torch.tensor([r.label for r in test])
+    return {"top1": float(top1_accuracy(logits, labels))}
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    module: FinetuneTask, test: list[Any], loader: Loader, num_classes: int, device
+) -> MetricDict:
+    meter = SegmentationMeter(num_classes)
+    for batch in loader(test):
+        logits = module.predict(batch["image"].to(device))
+        meter.update(logits.argmax(1).cpu(), batch["mask"])
+    result = meter.compute()
+    return {"mIoU": float(result["mIoU"]), "mAcc": float(result["mAcc"])}

@@ -23,74 +23,28 @@ from cgdmae.data import RandomIdentitySampler
 from cgdmae.data.scan import decoding_workers, without_corrupt
 from cgdmae.files import dataset_fingerprint, file_sha256, write_json
 from cgdmae.finetune.backbone import load_vit
-from cgdmae.finetune.data import TaskData, make_dataset, task_data
-from cgdmae.finetune.evaluate import evaluate_task
-from cgdmae.finetune.tasks import (
-    UPERNET_CHANNELS,
-    AttributeTask,
-    ClassifyTask,
-    FinetuneTask,
-    ReidTask,
-    SegmentTask,
-    init_head,
-)
+from cgdmae.finetune.cards import task_card
+from cgdmae.finetune.data import TaskData
+from cgdmae.finetune.tasks import FinetuneTask, init_head, task_class
 from cgdmae.training.checkpoint import seed_everything, set_aside_if_stale
 from cgdmae.training.engine import CHECKPOINT, TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 
 
-def camera_count(data: TaskData) -> int:
-    """1 + the largest camera id of the train, query and gallery records (at least 1), so a
-    test camera unseen in training still has an (untrained) SIE row."""
-    records = [*data.train]
-    for test in data.test.values():
-        records += [r for part in test for r in part] if isinstance(test, tuple) else test
-    return 1 + max((r.camid for r in records), default=0)
-
-
-def reid_options(data: TaskData, spec: dict[str, Any]) -> dict[str, Any]:
-    """TransReID*'s SIE and JPM settings of a ReID config (both off when unset)."""
-    options: dict[str, Any] = {"jpm": spec.get("jpm", False), "shift": spec.get("shift_num", 5)}
-    if spec.get("sie", False):
-        options |= {"num_cameras": camera_count(data), "sie_coef": spec.get("sie_coef", 3.0)}
-    return options
+def read_task_data(task: str, dataset: dict[str, Any], spec: dict[str, Any]) -> TaskData:
+    """A dataset's records for ``task``, after checking the task reads its format."""
+    fmt, root = dataset["format"], dataset["path"]
+    if fmt not in task_card(task).formats:
+        raise ValueError(f"task {task} cannot use a {fmt} dataset ({root})")
+    return task_class(task).read_data(fmt, root, spec)
 
 
 def build_task(task: str, data: TaskData, spec: dict[str, Any], backbone) -> FinetuneTask:
-    """The task module, with the optimizer recipe of its config (``cgdmae.finetune.tasks``)."""
-    module: FinetuneTask
-    if task == "reid":
-        module = ReidTask(
-            backbone,
-            data.num_classes["ids"],
-            label_smoothing=spec["label_smoothing"],
-            triplet_margin=spec["triplet_margin"],
-            **reid_options(data, spec),
-        )
-    elif task == "var":
-        module = AttributeTask(backbone, data.num_classes["color"], data.num_classes["type"])
-    elif task == "vfr":
-        mixed = spec.get("mixup", 0) > 0 or spec.get("cutmix", 0) > 0
-        if mixed and spec["batch_size"] % 2:
-            raise ValueError(
-                f"finetune.vfr.batch_size={spec['batch_size']}: mixup and cutmix pair each "
-                "image with another of the batch, so the batch size must be even"
-            )
-        module = ClassifyTask(
-            backbone,
-            data.num_classes["classes"],
-            mixup=spec.get("mixup", 0.0),
-            cutmix=spec.get("cutmix", 0.0),
-            label_smoothing=spec["label_smoothing"] if mixed else 0.0,
-        )
-    else:
-        module = SegmentTask(
-            backbone, data.num_classes["classes"], spec.get("head_channels", UPERNET_CHANNELS)
-        )
-    heads = {"var": ("color_head", "type_head"), "vfr": ("head",)}.get(task, ())
+    """The task module (its class builds it), with the optimizer recipe of its config."""
+    module = task_class(task).build(backbone, data, spec)
     if spec.get("head_init_std") is not None:
-        for name in heads:
+        for name in module.head_names:
             init_head(getattr(module.model, name), spec["head_init_std"])
     module.decay_rule = spec.get("param_groups", "mae")
     module.bias_lr_factor = spec.get("bias_lr_factor", 1.0)
@@ -122,9 +76,9 @@ def pk_sampler(pids: list[int], spec: dict[str, Any], seed: int) -> RandomIdenti
 
 
 def eval_autocast(task: str, device: torch.device) -> torch.dtype | None:
-    """The autocast type of the test pass: none (fp32) for ReID, as TransReID tests; bf16 on
-    CUDA for the others (MAE's ``evaluate`` runs under autocast)."""
-    return torch.bfloat16 if task != "reid" and device.type == "cuda" else None
+    """The autocast type of the test pass: bf16 on CUDA (MAE's ``evaluate`` runs under
+    autocast), or none (fp32) for a task that tests in fp32 (ReID, as TransReID)."""
+    return torch.bfloat16 if task_class(task).test_autocast and device.type == "cuda" else None
 
 
 def finetune_config(spec: dict[str, Any], seed: int, batch_size: int | None = None) -> TrainConfig:
@@ -175,30 +129,30 @@ def finetune_once(
     snapshot = {"task": task, "dataset": dataset, "model": model_cfg, "spec": spec, "seed": seed}
     set_aside_if_stale(work / CHECKPOINT, snapshot)
     seed_everything(seed)
-    stride = spec.get("stride") if task == "reid" else None
+    cls = task_class(task)
+    stride = spec.get("stride") if cls.strided else None
     backbone = load_vit(encoder, model_cfg, size, spec["drop_path"], spec["pool"], stride)
     module = build_task(task, data, spec, backbone)
     sampler, batch_size = None, None
-    if task == "reid":
+    if task_card(task).pk_batch:
         sampler = pk_sampler([r.label for r in data.train], spec, seed)
         batch_size = sampler.p * sampler.k
-    train_set = make_dataset(task, data.train, size, spec)
+    train_set = cls.train_set(data.train, size, spec)
     result = train(module, train_set, finetune_config(spec, seed, batch_size), work,
                    config_snapshot=snapshot, sampler=sampler)  # fmt: skip
     device = next(module.parameters()).device
     module.eval()
-    interpolation = spec.get("test_interpolation", "bicubic")
 
     def loader(records: list[Any]) -> DataLoader:
         return DataLoader(
-            make_dataset(task, records, size, None, interpolation, spec.get("test_crop_pct")),
+            cls.test_set(records, size, spec),
             batch_size=spec["eval_batch_size"],
             num_workers=spec["num_workers"],
         )
 
     dtype = eval_autocast(task, device)
     with torch.autocast(device.type, dtype or torch.bfloat16, enabled=dtype is not None):
-        metrics = evaluate_task(task, module, data, loader, spec, device, seed)
+        metrics = module.evaluate(data, loader, spec, device, seed)
     return metrics, result, device
 
 
@@ -238,9 +192,7 @@ def run_finetune(
     ``per_seed``; ``skipped_images`` counts the items ``data.on_corrupt: skip`` left out."""
     started = time.time()
     out = Path(out)
-    data, skipped = usable_data(
-        task_data(task, dataset, spec.get("num_classes")), on_corrupt, dataset["path"]
-    )
+    data, skipped = usable_data(read_task_data(task, dataset, spec), on_corrupt, dataset["path"])
     per_seed, results = {}, []
     for seed in seeds:
         work = out.parent / "work" / f"seed{seed}"

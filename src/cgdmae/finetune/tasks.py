@@ -20,6 +20,8 @@ engine gives them the same resume, SIGTERM checkpoint and logging as pre-trainin
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -27,8 +29,28 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from torch.utils.data import Dataset
 
+from cgdmae.data import SegmentationDataset, SegmentationTransform
 from cgdmae.data.datasets import SEG_IGNORE
+from cgdmae.finetune.cards import task_card
+from cgdmae.finetune.data import (
+    TaskData,
+    image_test_set,
+    image_train_set,
+    reid_data,
+    var_data,
+    vfr_data,
+    vps_data,
+)
+from cgdmae.finetune.evaluate import (
+    Loader,
+    MetricDict,
+    evaluate_attributes,
+    evaluate_reid,
+    evaluate_segmentation,
+    evaluate_top1,
+)
 
 UPERNET_CHANNELS = 768  # MAE's and BEiT's UperNet configs
 
@@ -144,10 +166,20 @@ def param_groups(
 
 
 class FinetuneTask(nn.Module):
-    """The engine interface, fine-tuning side: nothing frozen, nothing exported."""
+    """The engine interface, fine-tuning side: nothing frozen, nothing exported.
 
+    A task class also builds itself and its data (``read_data``, ``build``, ``train_set``,
+    ``test_set``) and evaluates itself (``evaluate``), so a new task is its card
+    (``cgdmae.finetune.cards``) and its class, registered with :func:`register_task`.
+    """
+
+    name: ClassVar[str] = ""
     frozen_prefixes: ClassVar[tuple[str, ...]] = ()
     exports_encoder: ClassVar[bool] = False
+    head_names: ClassVar[tuple[str, ...]] = ()  # the heads MAE's ``head_init_std`` applies to
+    strided: ClassVar[bool] = False  # takes TransReID*'s overlapping patch ``stride``
+    test_autocast: ClassVar[bool] = True  # tests under bf16 autocast on a GPU (MAE's evaluate)
+    rand_augment: ClassVar[bool] = False  # may train with MAE's RandAugment recipe
     model: nn.Module
     # the optimizer recipe (set from the task's config by cgdmae.finetune.run.build_task)
     decay_rule: str = "mae"
@@ -155,6 +187,38 @@ class FinetuneTask(nn.Module):
     nesterov: bool = True  # SGD only
     # predict() takes the images' camera ids too (ReID with SIE)
     uses_camera: bool = False
+
+    @classmethod
+    def read_data(cls, fmt: str, root: str | Path, spec: dict[str, Any]) -> TaskData:
+        """The train and test records of a dataset of format ``fmt`` (one of the card's)."""
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, backbone: VisionTransformer, data: TaskData, spec: dict[str, Any]):
+        """The task around ``backbone``, with its heads sized by ``data``."""
+        raise NotImplementedError
+
+    @classmethod
+    def train_set(cls, records: list[Any], size: tuple[int, int], spec: dict[str, Any]) -> Dataset:
+        return image_train_set(records, size, spec, cls.rand_augment)
+
+    @classmethod
+    def test_set(cls, records: list[Any], size: tuple[int, int], spec: dict[str, Any]) -> Dataset:
+        return image_test_set(records, size, spec)
+
+    def evaluate(
+        self, data: TaskData, loader: Loader, spec: dict[str, Any], device, seed: int
+    ) -> MetricDict:
+        """Metrics per test protocol: ``{protocol: {metric: value}}`` (fractions in [0, 1])."""
+        return {
+            name: self.evaluate_protocol(test, data, loader, spec, device, seed)
+            for name, test in data.test.items()
+        }
+
+    def evaluate_protocol(
+        self, test: Any, data: TaskData, loader: Loader, spec: dict[str, Any], device, seed: int
+    ) -> MetricDict:
+        raise NotImplementedError
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """No EMA or momentum schedule when fine-tuning."""
@@ -171,6 +235,47 @@ class FinetuneTask(nn.Module):
             rule=self.decay_rule,
             bias_lr_factor=self.bias_lr_factor,
         )
+
+
+_TASKS: dict[str, type[FinetuneTask]] = {}
+
+
+def register_task(name: str) -> Callable[[type[FinetuneTask]], type[FinetuneTask]]:
+    """Class decorator adding a task under ``name``, which must have a card."""
+
+    def wrap(cls: type[FinetuneTask]) -> type[FinetuneTask]:
+        if name in _TASKS:
+            raise ValueError(f"downstream task {name!r} is registered twice")
+        task_card(name)
+        cls.name = name
+        _TASKS[name] = cls
+        return cls
+
+    return wrap
+
+
+def task_class(name: str) -> type[FinetuneTask]:
+    """Look a task up by name, with the known names in the error."""
+    if name not in _TASKS:
+        raise KeyError(f"unknown downstream task {name!r}; known tasks: {', '.join(_TASKS)}")
+    return _TASKS[name]
+
+
+def camera_count(data: TaskData) -> int:
+    """1 + the largest camera id of the train, query and gallery records (at least 1), so a
+    test camera unseen in training still has an (untrained) SIE row."""
+    records = [*data.train]
+    for test in data.test.values():
+        records += [r for part in test for r in part] if isinstance(test, tuple) else test
+    return 1 + max((r.camid for r in records), default=0)
+
+
+def reid_options(data: TaskData, spec: dict[str, Any]) -> dict[str, Any]:
+    """TransReID*'s SIE and JPM settings of a ReID config (both off when unset)."""
+    options: dict[str, Any] = {"jpm": spec.get("jpm", False), "shift": spec.get("shift_num", 5)}
+    if spec.get("sie", False):
+        options |= {"num_cameras": camera_count(data), "sie_coef": spec.get("sie_coef", 3.0)}
+    return options
 
 
 def shuffle_unit(features: torch.Tensor, shift: int, groups: int) -> torch.Tensor:
@@ -307,10 +412,33 @@ class ReidNet(nn.Module):
         return torch.cat([features[0], *(f / self.jpm_groups for f in features[1:])], dim=1)
 
 
+@register_task("reid")
 class ReidTask(FinetuneTask):
     """ReID: cross-entropy on the logits plus ``triplet_weight`` × batch-hard triplet on the
     features before the BNNeck. With JPM each term is TransReID's 0.5 × global + 0.5 × the mean
-    over the local branches."""
+    over the local branches. It tests in fp32, as TransReID."""
+
+    strided = True
+    test_autocast = False
+
+    @classmethod
+    def read_data(cls, fmt: str, root: str | Path, spec: dict[str, Any]) -> TaskData:
+        return reid_data(fmt, root)
+
+    @classmethod
+    def build(cls, backbone: VisionTransformer, data: TaskData, spec: dict[str, Any]):
+        return cls(
+            backbone,
+            data.num_classes["ids"],
+            label_smoothing=spec["label_smoothing"],
+            triplet_margin=spec["triplet_margin"],
+            **reid_options(data, spec),
+        )
+
+    def evaluate_protocol(
+        self, test: Any, data: TaskData, loader: Loader, spec: dict[str, Any], device, seed: int
+    ) -> MetricDict:
+        return evaluate_reid(self, test, loader, spec, seed, device)
 
     def __init__(
         self,
@@ -379,10 +507,26 @@ class AttributeNet(nn.Module):
         return {"color": self.color_head(feature), "type": self.type_head(feature)}
 
 
+@register_task("var")
 class AttributeTask(FinetuneTask):
     """VAR: colour and type; the loss is the sum of both cross-entropies."""
 
     attributes = ("color", "type")
+    head_names = ("color_head", "type_head")
+    rand_augment = True
+
+    @classmethod
+    def read_data(cls, fmt: str, root: str | Path, spec: dict[str, Any]) -> TaskData:
+        return var_data(root)
+
+    @classmethod
+    def build(cls, backbone: VisionTransformer, data: TaskData, spec: dict[str, Any]):
+        return cls(backbone, data.num_classes["color"], data.num_classes["type"])
+
+    def evaluate_protocol(
+        self, test: Any, data: TaskData, loader: Loader, spec: dict[str, Any], device, seed: int
+    ) -> MetricDict:
+        return evaluate_attributes(self, test, loader, self.attributes, device)
 
     def __init__(self, backbone: VisionTransformer, num_colors: int, num_types: int):
         super().__init__()
@@ -411,6 +555,7 @@ class ClassifierNet(nn.Module):
         return self.head(cls_feature(self.backbone, images))
 
 
+@register_task("vfr")
 class ClassifyTask(FinetuneTask):
     """VFR: fine-grained make/model classification.
 
@@ -439,6 +584,34 @@ class ClassifyTask(FinetuneTask):
                 label_smoothing=label_smoothing,
                 num_classes=num_classes,
             )
+
+    head_names = ("head",)
+    rand_augment = True
+
+    @classmethod
+    def read_data(cls, fmt: str, root: str | Path, spec: dict[str, Any]) -> TaskData:
+        return vfr_data(root)
+
+    @classmethod
+    def build(cls, backbone: VisionTransformer, data: TaskData, spec: dict[str, Any]):
+        mixed = spec.get("mixup", 0) > 0 or spec.get("cutmix", 0) > 0
+        if mixed and spec["batch_size"] % 2:
+            raise ValueError(
+                f"finetune.vfr.batch_size={spec['batch_size']}: mixup and cutmix pair each "
+                "image with another of the batch, so the batch size must be even"
+            )
+        return cls(
+            backbone,
+            data.num_classes["classes"],
+            mixup=spec.get("mixup", 0.0),
+            cutmix=spec.get("cutmix", 0.0),
+            label_smoothing=spec["label_smoothing"] if mixed else 0.0,
+        )
+
+    def evaluate_protocol(
+        self, test: Any, data: TaskData, loader: Loader, spec: dict[str, Any], device, seed: int
+    ) -> MetricDict:
+        return evaluate_top1(self, test, loader, device)
 
     def mix(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """The training batch after mixup/cutmix, with soft targets; unchanged without them."""
@@ -545,8 +718,32 @@ class SegmenterNet(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@register_task("vps")
 class SegmentTask(FinetuneTask):
     """VPS: per-pixel part classes, 255 ignored."""
+
+    @classmethod
+    def read_data(cls, fmt: str, root: str | Path, spec: dict[str, Any]) -> TaskData:
+        return vps_data(root, spec.get("num_classes"))
+
+    @classmethod
+    def build(cls, backbone: VisionTransformer, data: TaskData, spec: dict[str, Any]):
+        channels = spec.get("head_channels", UPERNET_CHANNELS)
+        return cls(backbone, data.num_classes["classes"], channels)
+
+    @classmethod
+    def train_set(cls, records: list[Any], size: tuple[int, int], spec: dict[str, Any]) -> Dataset:
+        augment = SegmentationTransform(size, True, pad=spec["pad"], erasing=spec["erasing"])
+        return SegmentationDataset(records, augment)
+
+    @classmethod
+    def test_set(cls, records: list[Any], size: tuple[int, int], spec: dict[str, Any]) -> Dataset:
+        return SegmentationDataset(records, SegmentationTransform(size, train=False))
+
+    def evaluate_protocol(
+        self, test: Any, data: TaskData, loader: Loader, spec: dict[str, Any], device, seed: int
+    ) -> MetricDict:
+        return evaluate_segmentation(self, test, loader, data.num_classes["classes"], device)
 
     def __init__(self, backbone: VisionTransformer, num_classes: int, channels: int):
         super().__init__()
