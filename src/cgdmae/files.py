@@ -48,6 +48,19 @@ def atomic_write(
         raise
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """``text`` (UTF-8) through :func:`atomic_write`."""
+    data = text.encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def save_npy(path: str | Path, array: Any) -> None:
+    """A numpy array as ``.npy`` through :func:`atomic_write` (readable with ``mmap_mode``)."""
+    import numpy as np
+
+    atomic_write(path, lambda f: np.save(f, array))
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     """``data`` as indented JSON with sorted keys, through :func:`atomic_write`."""
     text = json.dumps(data, indent=2, sort_keys=True).encode()

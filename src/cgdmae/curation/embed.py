@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ import torchvision.transforms.functional as TF
 from tqdm import tqdm
 
 from cgdmae.data import load_rgb
-from cgdmae.files import atomic_write, chunk_starts
+from cgdmae.files import atomic_write, chunk_starts, save_npy
 
 log = logging.getLogger(__name__)
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # [B, 3, H, W] in [0, 1] -> [B, D]
@@ -26,13 +25,6 @@ def teacher_encoder(model_dir: str | Path) -> tuple[Encoder, int]:
 
     teacher = load_teacher(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
     return teacher.encode_image, teacher.image_size
-
-
-def _save_npy(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -79,11 +71,11 @@ def embed_images(
             piece = np.full((len(names), embedded.shape[1]), np.nan, dtype=np.float32)
             piece[good] = embedded[: len(good)]
             pieces.append(piece)
-        _save_npy(np.concatenate(pieces).astype(np.float16), target)
+        save_npy(target, np.concatenate(pieces).astype(np.float16))
     pieces = [np.load(partial / f"{start:09d}.npy") for start in starts]
     embeddings = np.concatenate(pieces) if pieces else np.zeros((0, 0), np.float16)  # no chunk
     if shards == 1:
-        _save_npy(embeddings, out)
+        save_npy(out, embeddings)
     else:
         shard_file = {"starts": np.array(list(starts)), "lengths": [len(p) for p in pieces],
                       "rows": embeddings, "shard": [shard, shards], "images": len(paths)}  # fmt: skip
@@ -111,5 +103,5 @@ def gather_embeddings(shard_files: Sequence[str | Path], out: str | Path) -> np.
             f"embeddings (shards {sorted(got)}); delete them and re-run curation_embed"
         )
     embeddings = np.concatenate([rows for _, rows in sorted(chunks, key=lambda c: c[0])])
-    _save_npy(embeddings, Path(out))
+    save_npy(out, embeddings)
     return embeddings

@@ -27,7 +27,7 @@ from cgdmae.curation.dedup import duplicate_pairs, near_duplicates
 from cgdmae.curation.kmeans import Hierarchy, hierarchical_kmeans, nearest_centroid
 from cgdmae.curation.sampling import hierarchical_sample, random_sample
 from cgdmae.data.records import PoolRecord
-from cgdmae.files import atomic_write
+from cgdmae.files import atomic_write, write_text
 
 KINDS = ("curated", "random_dedup", "random")
 SUBSET_NAME = re.compile(r"^(curated|random_dedup|random)_(\d+|0?\.\d+|1\.0)$")
@@ -81,13 +81,6 @@ def attribute_entropy(records: Sequence[PoolRecord]) -> float:
     )
     p = counts / counts.sum() if counts.sum() else counts
     return float(-(p * np.log(p)).sum()) if len(p) else 0.0
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def cluster_balance(finest: np.ndarray, pool_sizes: np.ndarray, chosen: np.ndarray) -> dict:
@@ -253,7 +246,7 @@ def curate(
     for i, record in enumerate(records):
         path = os.path.relpath(Path(record.path).resolve(), out_dir.resolve())
         writer.writerow([path, *levels[:, i].tolist(), int(selected[i])])
-    _write_text_atomic(out_dir / "manifest.csv", text.getvalue())
+    write_text(out_dir / "manifest.csv", text.getvalue())
 
     # a removed duplicate counts in the finest cluster of its nearest centroid
     finest = levels[0].copy()
@@ -290,6 +283,6 @@ def curate(
         "near_duplicate_pairs_selected": duplicate_pairs(x[chosen], pair_threshold),
         "near_duplicate_threshold": pair_threshold,
     }
-    _write_text_atomic(out_dir / "stats.json", json.dumps(stats, indent=2))
-    _write_text_atomic(out_dir / "resampling.json", json.dumps(clusters.projection))
+    write_text(out_dir / "stats.json", json.dumps(stats, indent=2))
+    write_text(out_dir / "resampling.json", json.dumps(clusters.projection))
     return stats
