@@ -694,8 +694,8 @@ def test_a_task_defined_in_a_test_fine_tunes_and_gets_its_columns(data, tmp_path
     from cgdmae.finetune.evaluate import evaluate_top1
     from cgdmae.report.tables import columns_for
 
-    monkeypatch.setattr(cards, "_CARDS", dict(cards._CARDS))
-    monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))
+    monkeypatch.setattr(cards, "_CARDS", cards._CARDS.copy())
+    monkeypatch.setattr(tasks, "_TASKS", tasks._TASKS.copy())
     cards.register_task_card(
         cards.TaskCard("probe", ("image_folder",), (("top1", "acc"),), "Probe")
     )

@@ -34,8 +34,8 @@ class MeanMatchingMAE(MAEMethod):
 @pytest.fixture
 def toy_method(monkeypatch):
     """Registered for one test: the registries are copies that the test leaves behind."""
-    monkeypatch.setattr(cards, "_CARDS", dict(cards._CARDS))
-    monkeypatch.setattr(base, "_METHODS", dict(base._METHODS))
+    monkeypatch.setattr(cards, "_CARDS", cards._CARDS.copy())
+    monkeypatch.setattr(base, "_METHODS", base._METHODS.copy())
     register_card(MethodCard("mean_mae", ("mae", "mean"), ignored_keys=("cache_views",)))
     base.register_method("mean_mae")(type("MeanMAE", (MeanMatchingMAE,), {}))
     return "mean_mae"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cgdmae.registry import Registry
+
 
 @dataclass(frozen=True)
 class TaskCard:
@@ -31,26 +33,21 @@ class TaskCard:
     cmc_curve: bool = False
 
 
-_CARDS: dict[str, TaskCard] = {}
+_CARDS: Registry[TaskCard] = Registry("downstream task", "tasks")
 
 
 def register_task_card(card: TaskCard) -> TaskCard:
-    if card.name in _CARDS:
-        raise ValueError(f"downstream task {card.name!r} has two cards")
-    _CARDS[card.name] = card
-    return card
+    return _CARDS.add(card.name, card)
 
 
 def task_card(name: str) -> TaskCard:
-    """The card of ``name``, with the known tasks in the error."""
-    if name not in _CARDS:
-        raise KeyError(f"unknown downstream task {name!r}; known tasks: {', '.join(_CARDS)}")
-    return _CARDS[name]
+    """The card of ``name``; an unknown name is a KeyError naming the known ones."""
+    return _CARDS.get(name)
 
 
 def task_cards() -> list[TaskCard]:
     """Every task, in the order of the main table's columns."""
-    return list(_CARDS.values())
+    return _CARDS.items()
 
 
 for _card in (

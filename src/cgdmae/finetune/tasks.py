@@ -51,6 +51,7 @@ from cgdmae.finetune.evaluate import (
     evaluate_segmentation,
     evaluate_top1,
 )
+from cgdmae.registry import Registry
 
 UPERNET_CHANNELS = 768  # MAE's and BEiT's UperNet configs
 
@@ -237,28 +238,23 @@ class FinetuneTask(nn.Module):
         )
 
 
-_TASKS: dict[str, type[FinetuneTask]] = {}
+_TASKS: Registry[type[FinetuneTask]] = Registry("downstream task", "tasks")
 
 
 def register_task(name: str) -> Callable[[type[FinetuneTask]], type[FinetuneTask]]:
     """Class decorator adding a task under ``name``, which must have a card."""
 
     def wrap(cls: type[FinetuneTask]) -> type[FinetuneTask]:
-        if name in _TASKS:
-            raise ValueError(f"downstream task {name!r} is registered twice")
         task_card(name)
         cls.name = name
-        _TASKS[name] = cls
-        return cls
+        return _TASKS.add(name, cls)
 
     return wrap
 
 
 def task_class(name: str) -> type[FinetuneTask]:
-    """Look a task up by name, with the known names in the error."""
-    if name not in _TASKS:
-        raise KeyError(f"unknown downstream task {name!r}; known tasks: {', '.join(_TASKS)}")
-    return _TASKS[name]
+    """Look a task up by name; an unknown name is a KeyError naming the known ones."""
+    return _TASKS.get(name)
 
 
 def camera_count(data: TaskData) -> int:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cgdmae.registry import Registry
+
 # `pretrain` keys (dotted, as in overrides and ablation axes) that a method never reads: a run
 # of that method setting one, or an ablation of one on such a run, would train the same thing
 # again, so validation refuses it. The MAE decoder's sizes still change the random draw of the
@@ -82,26 +84,20 @@ class MethodCard:
         return spec[self.section]["teacher_run"] if self.teacher_run else None
 
 
-_CARDS: dict[str, MethodCard] = {}
+_CARDS: Registry[MethodCard] = Registry("pre-training method", "methods")
 
 
 def register_card(card: MethodCard) -> MethodCard:
-    if card.name in _CARDS:
-        raise ValueError(f"pre-training method {card.name!r} has two cards")
-    _CARDS[card.name] = card
-    return card
+    return _CARDS.add(card.name, card)
 
 
 def method_card(name: str) -> MethodCard:
-    """The card of ``name``, with the known methods in the error."""
-    if name not in _CARDS:
-        known = ", ".join(sorted(_CARDS)) or "none"
-        raise KeyError(f"unknown pre-training method {name!r}; known methods: {known}")
-    return _CARDS[name]
+    """The card of ``name``; an unknown name is a KeyError naming the known ones."""
+    return _CARDS.get(name)
 
 
 def method_cards() -> list[MethodCard]:
-    return list(_CARDS.values())
+    return _CARDS.items()
 
 
 for _card in (

@@ -18,8 +18,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cgdmae.pretrain.data import PretrainDataset
+from cgdmae.registry import Registry
 
-_METHODS: dict[str, type[PretrainMethod]] = {}
+_METHODS: Registry[type[PretrainMethod]] = Registry("pre-training method", "methods")
 
 
 @dataclass(frozen=True)
@@ -91,22 +92,16 @@ def register_method(name: str) -> Callable[[type[PretrainMethod]], type[Pretrain
     """Class decorator adding a method to the registry under ``name``."""
 
     def wrap(cls: type[PretrainMethod]) -> type[PretrainMethod]:
-        if name in _METHODS:
-            raise ValueError(f"pre-training method {name!r} is registered twice")
         cls.name = name
-        _METHODS[name] = cls
-        return cls
+        return _METHODS.add(name, cls)
 
     return wrap
 
 
 def method_class(name: str) -> type[PretrainMethod]:
-    """Look a method up by name, with the known names in the error."""
-    if name not in _METHODS:
-        known = ", ".join(sorted(_METHODS)) or "none"
-        raise KeyError(f"unknown pre-training method {name!r}; known methods: {known}")
-    return _METHODS[name]
+    """Look a method up by name; an unknown name is a KeyError naming the known ones."""
+    return _METHODS.get(name)
 
 
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    return sorted(_METHODS.names())
