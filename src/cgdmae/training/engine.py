@@ -33,12 +33,13 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -62,8 +63,27 @@ from cgdmae.training.distributed import (
     mean_over_ranks,
 )
 
-if TYPE_CHECKING:
-    from cgdmae.pretrain.methods.base import PretrainMethod
+
+class Trainable(Protocol):
+    """What the engine drives, both sides alike: a pre-training method
+    (``cgdmae.pretrain.methods``) or a fine-tuning task (``cgdmae.finetune.tasks``), each an
+    ``nn.Module`` with these members.
+
+    ``model`` holds what the checkpoint saves, minus the submodules named by
+    ``frozen_prefixes`` (weights that come from elsewhere, such as a frozen teacher).
+    ``forward(batch)`` returns scalar tensors, ``loss`` the one back-propagated and the others
+    logged. ``exports_encoder`` says whether ``encoder_state_dict()`` is written as
+    encoder.pth; a module with ``optimizer_groups(weight_decay, layer_decay)`` brings its own
+    parameter groups.
+    """
+
+    model: nn.Module
+    frozen_prefixes: tuple[str, ...]
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]: ...
+
+    def on_step_end(self, step: int, total_steps: int) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +93,6 @@ ENCODER = "encoder.pth"
 LOG_CSV = "log.csv"
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIMIZERS = ("adamw", "sgd")
-# TrainConfig fields that may change between a run and its resume without changing the result
 # settings a resumed run may change: they decide where or how fast it runs, or where it stops
 FREE_ON_RESUME = ("save_every", "num_workers", "compile", "device", "max_steps")
 
@@ -222,7 +241,7 @@ def set_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
 
 
 def build_optimizer(
-    method: PretrainMethod, cfg: TrainConfig, lr: float, device: torch.device
+    method: Trainable, cfg: TrainConfig, lr: float, device: torch.device
 ) -> torch.optim.Optimizer:
     """AdamW or SGD over trainable parameters; biases and 1-D parameters (norms) without decay.
 
@@ -248,7 +267,7 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=device.type == "cuda")
 
 
-def _method_state(method: PretrainMethod) -> dict[str, torch.Tensor]:
+def _method_state(method: Trainable) -> dict[str, torch.Tensor]:
     """The method's own state: not the MAE (saved as 'model'), not frozen weights from elsewhere."""
     skip = ("model.", *method.frozen_prefixes)
     return {k: v for k, v in method.state_dict().items() if not k.startswith(skip)}
@@ -304,7 +323,7 @@ class _Run:
 
     def __init__(
         self,
-        method: PretrainMethod,
+        method: Trainable,
         dataset: Dataset,
         cfg: TrainConfig,
         out_dir: Path,
@@ -582,7 +601,7 @@ class _Run:
 
 
 def train(
-    method: PretrainMethod,
+    method: Trainable,
     dataset: Dataset,
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -592,7 +611,7 @@ def train(
 ) -> TrainResult:
     """Train ``method`` on ``dataset``, writing checkpoint.pth, log.csv and encoder.pth.
 
-    ``method`` is any module with the :class:`PretrainMethod` interface (``model``,
+    ``method`` is any module with the :class:`Trainable` interface (``model``,
     ``forward(batch)``, ``on_step_end``, ``frozen_prefixes``); fine-tuning tasks set
     ``exports_encoder = False``. ``sampler`` replaces the default shuffled order (e.g. the
     P×K identity sampler); it needs ``set_epoch(epoch, skip_batches)``, ``batches_per_epoch``
@@ -608,7 +627,7 @@ def train(
 
 
 def bench_step(
-    method: PretrainMethod,
+    method: Trainable,
     batch: dict[str, Any],
     *,
     steps: int = 20,

@@ -1,9 +1,11 @@
-"""The contract between a pre-training method and the training engine.
+"""The pre-training side of the engine's ``Trainable`` contract (``cgdmae.training.engine``).
 
-Every method (``mae``, ``cgd_mae``, later the seed methods) is an ``nn.Module`` that owns a
-masked autoencoder in facebookresearch/mae's state-dict layout under ``self.model``. The engine
-only ever calls ``forward``, ``on_step_end`` and ``encoder_state_dict``, so methods plug into
-one loop, one checkpoint format and one export.
+Every method is an ``nn.Module`` that owns a masked autoencoder in facebookresearch/mae's
+state-dict layout under ``self.model``. The engine only ever calls ``forward``,
+``on_step_end`` and ``encoder_state_dict``, so methods plug into one loop, one checkpoint
+format and one export. A method also builds itself from a run's spec (``from_spec``) and
+makes its own views (``views``); its card (``cgdmae.pretrain.cards``) is what the config and
+the workflow know of it.
 """
 
 from __future__ import annotations
