@@ -49,14 +49,19 @@ def test_time_limit_kill_resumes_on_retry(slurm, tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     # each attempt has one minute; on a loaded 2-core machine one covers as few as ~60 of the 800
     # epochs (seen: 7 attempts reached epoch 431), so 20 retries leave room for 14 such attempts
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
          "--directory", str(tmp_path), "--profile", str(ROOT / "profiles" / "slurm"),
          "--configfile", str(tmp_path / "slurm.yaml"), "--slurm-status-command", "squeue",
          "--default-resources", "mem_mb=2000", "cpus_per_task=1", "runtime=10",
-         "--latency-wait", "5", "--retries", "20", "results/pretrain/mae/encoder.pth"],
-        capture_output=True, text=True, env=env, timeout=2400,
-    )  # fmt: skip
+         "--latency-wait", "5", "--retries", "20", "results/pretrain/mae/encoder.pth"]  # fmt: skip
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=2400)
+    except subprocess.TimeoutExpired as timeout:
+        queue = subprocess.run(["squeue", "-t", "all", "-o", "%i %T %M %l %j %r"],
+                               capture_output=True, text=True).stdout  # fmt: skip
+        stderr = timeout.stderr or b""  # bytes, even with text=True
+        stderr = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+        pytest.fail(f"snakemake still running after 2400 s; the queue:\n{queue}\n{stderr[-3000:]}")
     assert result.returncode == 0, result.stderr[-4000:]
     listing = subprocess.run(
         ["squeue", "-t", "all", "-h", "-O", "JobID:|,State:|,tres-per-job:|,Comment:"],

@@ -83,4 +83,15 @@ until_ok 60 bash -c 'scontrol ping | grep -q UP'
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd -N localhost
 scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
 until_ok 180 bash -c 'sinfo -h -n localhost -o %t | grep -qE "idle|mix|alloc"'
+# Jobs left over from an earlier run (a rehearsal whose snakemake was killed) would hold the
+# node's GPUs, and the next run's jobs would pend until its timeout: refuse, naming them.
+live=$(squeue -h -t PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED -o "%i %T %j" || true)
+if [ -n "$live" ]; then
+  {
+    echo "single_node.sh: the test Slurm still has jobs from an earlier run, which would hold its resources:"
+    echo "$live"
+    echo "Cancel them with: scancel $(echo "$live" | awk '{print $1}' | sed 's/_.*//' | sort -u | tr '\n' ' ')"
+  } >&2
+  exit 3
+fi
 sinfo
