@@ -356,3 +356,29 @@ def test_a_bad_variant_names_its_key(tmp_path, variant, key):
     config_file.write_text(yaml.safe_dump(_variant_config(**variant)))
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(config_file, schema)
+
+
+def test_an_ablation_may_show_a_variants_column_and_an_unknown_task_is_named(tmp_path):
+    import yaml
+
+    from cgdmae.config import ConfigError, finetune_jobs, load_config
+
+    schema = Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml"
+    config = _variant_config(datasets=["veri776"], settings={"stride": 12})
+    config["ablations"] = {
+        "mask": {
+            "base": "mae",
+            "axis": "mask_ratio",
+            "values": [0.75, 0.5],
+            "tasks": ["reid-transreid_star/veri776"],
+        }  # fmt: skip
+    }
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    loaded = load_config(config_file, schema)
+    added = [job for job in finetune_jobs(loaded, ["mae", "mae@mask_ratio=0.5"]) if "@" in job[0]]
+    assert added == [("mae@mask_ratio=0.5", "reid-transreid_star", "veri776")]
+    config["ablations"]["mask"]["tasks"] = ["reidd/veri776"]
+    config_file.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"ablations\.mask\.tasks\.0.*'reidd/veri776'"):
+        load_config(config_file, schema)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,17 @@ import yaml
 
 from cgdmae.finetune.cards import task_card, task_cards
 from cgdmae.finetune.spec import recipe_spec, recipes, split_recipe
+from cgdmae.plugins import PluginError, load_plugins
 from cgdmae.pretrain.cards import method_card, method_cards
 
 SYNTHETIC_ROOT = "results/data/synthetic"
 SYNTHETIC_DATASETS = ("veri776", "vehicleid", "veriwild", "vfr", "vps", "pool")
-# the downstream tasks, in the order of the main table's columns (their cards')
-TASKS = tuple(card.name for card in task_cards())
+
+
+def task_names() -> tuple[str, ...]:
+    """The downstream tasks, in the order of the main table's columns (their cards', plugins'
+    included)."""
+    return tuple(card.name for card in task_cards())
 
 
 # `pretrain` keys with no default: a run may set them, and a run that does not keeps the
@@ -76,16 +82,57 @@ def _describe(error: Any) -> str:
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
-    """Validate ``config`` in place against the schema, fill defaults, then run semantic checks."""
+    """Load the config's plugins, then validate ``config`` in place against the schema (with
+    the sections the registries add), fill defaults, then run semantic checks."""
     from snakemake.utils import validate
 
-    try:
-        validate(config, str(schema_path))
-    except Exception as exc:  # snakemake wraps jsonschema errors in WorkflowError
-        raise ConfigError(_first_schema_error(config, schema_path) or str(exc)) from None
+    _load_config_plugins(config)
+    schema = config_schema(schema_path)
+    with tempfile.TemporaryDirectory() as tmp:  # Snakemake's validate reads a file
+        schema_file = Path(tmp) / "config.schema.yaml"
+        schema_file.write_text(yaml.safe_dump(schema, sort_keys=False))
+        try:
+            validate(config, str(schema_file))
+        except Exception as exc:  # snakemake wraps jsonschema errors in WorkflowError
+            raise ConfigError(_first_schema_error(config, schema) or str(exc)) from None
     check_config(config)
-    _check_run_values(config, yaml.safe_load(Path(schema_path).read_text()))
+    _check_run_values(config, schema)
     return config
+
+
+def _load_config_plugins(config: Mapping[str, Any]) -> None:
+    entries = config.get("plugins") or []
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return  # the schema names the key
+    try:
+        load_plugins(entries)
+    except PluginError as error:
+        raise ConfigError(
+            f"config key 'plugins.{error.index}' ({error.entry!r}): {error.reason}"
+        ) from error
+
+
+def config_schema(schema_path: str | Path) -> dict[str, Any]:
+    """The schema file plus what the registries add: a ``finetune.<task>`` section (a
+    ``$defs.finetune_task``) per task card, and ``pretrain.<section>`` for a method card that
+    brings its section's schema (a plugin's method; the built-in sections are in the file)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    finetune = schema["properties"]["finetune"]["properties"]
+    for name in task_names():
+        if name in finetune:
+            raise ConfigError(f"task {name!r} has the name of the key finetune.{name}")
+        finetune[name] = {"$ref": "#/$defs/finetune_task", "default": {}}
+    pretrain = schema["$defs"]["pretrain"]["properties"]
+    for card in method_cards():
+        if card.section_schema is None:
+            continue
+        if card.section in pretrain:
+            raise ConfigError(
+                f"method {card.name!r}: its card's schema for pretrain.{card.section} is also "
+                f"in {schema_path}; keep one"
+            )
+        pretrain[card.section] = {"default": {}, **card.section_schema}
+    return schema
 
 
 def _check_run_values(config: Mapping[str, Any], schema: dict[str, Any]) -> None:
@@ -103,10 +150,9 @@ def _check_run_values(config: Mapping[str, Any], schema: dict[str, Any]) -> None
             raise ConfigError(f"config key '{source}' sets {where}: {error.message}")
 
 
-def _first_schema_error(config: dict[str, Any], schema_path: str | Path) -> str | None:
+def _first_schema_error(config: dict[str, Any], schema: dict[str, Any]) -> str | None:
     import jsonschema
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
     validator_cls = jsonschema.validators.validator_for(schema)
     errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     return _describe(errors[0]) if errors else None
@@ -264,7 +310,7 @@ def _check_references(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key 'teachers.{name}.name': a pretrained teacher needs an open_clip model name"
             )
-    for task in TASKS:
+    for task in task_names():
         formats = task_card(task).formats
         task_config = config.get("finetune", {}).get(task, {})
         keyed = [(f"finetune.{task}.datasets", task_config.get("datasets", []))]
@@ -426,7 +472,7 @@ def _check_warmup(config: Mapping[str, Any], run: str, spec: Mapping[str, Any]) 
 
 def _check_finetune_warmup(config: Mapping[str, Any]) -> None:
     finetune = config.get("finetune", {})
-    for task in TASKS:
+    for task in task_names():
         if "epochs" not in finetune.get(task, {}):
             continue
         checks = [(f"finetune.{task}", finetune[task])]
@@ -641,7 +687,7 @@ def finetune_spec(config: Mapping[str, Any], recipe: str, dataset: str) -> dict[
 
 def finetune_recipes(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(recipe, dataset) of every configured fine-tuning job: the main table's columns."""
-    return recipes(config.get("finetune", {}), TASKS)
+    return recipes(config.get("finetune", {}), task_names())
 
 
 def finetune_jobs(config: Mapping[str, Any], runs: Iterable[str]) -> list[tuple[str, str, str]]:

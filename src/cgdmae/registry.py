@@ -1,9 +1,12 @@
 """A name → item registry for the methods and tasks and their cards: adding a name twice is
-an error, and looking up an unknown one names the known ones."""
+an error, and looking up an unknown one names the known ones. A lookup first loads the
+plugins a parent process exported (``cgdmae.plugins``), so a job sees what its Snakefile saw."""
 
 from __future__ import annotations
 
 from typing import Generic, TypeVar
+
+from cgdmae.plugins import load_exported
 
 Item = TypeVar("Item")
 
@@ -20,6 +23,7 @@ class Registry(Generic[Item]):
         return item
 
     def get(self, name: str) -> Item:
+        load_exported()
         if name not in self._items:
             known = ", ".join(self._items) or "none"
             raise KeyError(f"unknown {self.kind} {name!r}; known {self.plural}: {known}")
@@ -27,9 +31,11 @@ class Registry(Generic[Item]):
 
     def names(self) -> list[str]:
         """The names in registration order."""
+        load_exported()
         return list(self._items)
 
     def items(self) -> list[Item]:
+        load_exported()
         return list(self._items.values())
 
     def copy(self) -> Registry[Item]:

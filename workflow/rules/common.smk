@@ -14,7 +14,7 @@ from cgdmae.config import (
     all_runs,
     check_datasets,
     check_paths,
-    TASKS,
+    task_names,
     finetune_recipes,
     finetune_jobs,
     finetune_spec,
@@ -162,7 +162,7 @@ def cmc_tasks():
     return [
         (t, d)
         for t, d in configured_tasks()
-        if t in TASKS and task_card(t).cmc_curve and d != "vehicleid"
+        if t in task_names() and task_card(t).cmc_curve and d != "vehicleid"
     ]
 
 

@@ -15,7 +15,7 @@ rule finetune:
     log:
         "logs/finetune/{run}/{task}/{dataset}.log",
     wildcard_constraints:
-        task=f"(?:{'|'.join(TASKS)})(?:{VARIANT_SEPARATOR}{VARIANT_NAME_PATTERN})?",
+        task=f"(?:{'|'.join(task_names())})(?:{VARIANT_SEPARATOR}{VARIANT_NAME_PATTERN})?",
     conda:
         "../envs/cgdmae.yaml"
     threads: 1  # two jobs share a 2-core laptop better than one job on two threads

@@ -10,7 +10,7 @@ A new method registers a card here and a class there, and touches no other file.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cgdmae.registry import Registry
@@ -58,7 +58,9 @@ class MethodCard:
     - ``clip_teacher``: it distils ``<section>.teacher``, a CLIP teacher, with cached or
       online targets (``<section>.targets``) and text anchors (``<section>.templates``);
     - ``teacher_run``: it may distil another run's model, ``<section>.teacher_run``;
-    - ``patch_multiples``: ``pretrain`` sizes (dotted keys) it cuts into whole patches.
+    - ``patch_multiples``: ``pretrain`` sizes (dotted keys) it cuts into whole patches;
+    - ``section_schema``: the JSON schema of its section, for a method whose section is not in
+      the schema file (a plugin's); its defaults fill the section as the file's do.
     """
 
     name: str
@@ -70,6 +72,7 @@ class MethodCard:
     clip_teacher: bool = False
     teacher_run: bool = False
     patch_multiples: tuple[str, ...] = ()
+    section_schema: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def clip_teacher_of(self, spec: Mapping[str, Any]) -> str | None:
         """The CLIP teacher a run of this method distils, if any."""
