@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from cgdmae.models import create_mae
 from cgdmae.pretrain.data import denormalize
-from cgdmae.pretrain.methods import method_class
+from cgdmae.pretrain.methods import with_defaults
 from cgdmae.pretrain.methods.cgd_mae import similarity_loss, text_kl_loss
 from cgdmae.training.engine import _method_state
 
@@ -81,8 +81,8 @@ def test_losses_average_over_the_batch():
 
 def make(lam=1.0, feature="decoder_pool", teacher=None):
     text = F.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
-    return method_class("cgd_mae")(
-        tiny_mae(), text, teacher, lam=lam, w_sim=2.0, w_kl=0.1, student_feature=feature
+    return with_defaults(
+        "cgd_mae", tiny_mae(), text, teacher, lam=lam, w_sim=2.0, w_kl=0.1, student_feature=feature
     )
 
 
@@ -97,7 +97,7 @@ def test_total_loss_and_lambda_zero_is_mae():
     assert out["loss"].item() == pytest.approx(
         (out["mae"] + 0.5 * (2.0 * out["sim"] + 0.1 * out["kl"])).item(), rel=1e-6
     )
-    zero_method, mae_method = make(lam=0.0), method_class("mae")(tiny_mae(), mask_ratio=0.75)
+    zero_method, mae_method = make(lam=0.0), with_defaults("mae", tiny_mae(), mask_ratio=0.75)
     torch.manual_seed(5)
     zero = zero_method(batch)
     torch.manual_seed(5)
@@ -183,7 +183,7 @@ def test_kl_alone_falls_through_the_method_head():
     """In the method, with w_sim = 0 the distillation head (pool + proj) gets only L_kl's
     gradient (the pixel loss does not reach it): 200 Adam steps on it drive L_kl down."""
     text = F.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
-    method = method_class("cgd_mae")(tiny_mae(), text, None, lam=1.0, w_sim=0.0, w_kl=1.0)
+    method = with_defaults("cgd_mae", tiny_mae(), text, None, lam=1.0, w_sim=0.0, w_kl=1.0)
     batch = {
         "image": torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(2)),
         "teacher_embed": torch.randn(8, 8, generator=torch.Generator().manual_seed(3)),

@@ -102,9 +102,9 @@ def test_scratch_exports_the_initialisation(tmp_path):
         decoder_dim=16, decoder_depth=1, decoder_heads=2,
     )  # fmt: skip
     init = {k: v.clone() for k, v in model.state_dict().items()}
-    from cgdmae.pretrain.methods import method_class  # registry of the engine's methods
+    from cgdmae.pretrain.methods import with_defaults  # the registry, at the schema's defaults
 
-    scratch = method_class("scratch")(model)
+    scratch = with_defaults("scratch", model)
     exported = scratch.encoder_state_dict()
     assert scratch.model is model and set(exported) == {
         k for k in init if not k.startswith(("decoder_", "mask_token"))

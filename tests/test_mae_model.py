@@ -232,7 +232,7 @@ def test_interface_shapes(img_size, patch):
     pred, dec_tokens = model.forward_decoder(latent, ids_restore)
     assert pred.shape == (2, length, patch * patch * 3) and dec_tokens.shape == (2, length, 16)
     assert torch.allclose(model.decoder_pred(dec_tokens), pred)
-    loss, _, _ = model(imgs)
+    loss, _, _ = model(imgs, 0.75)
     loss.backward()
     assert model.blocks[0].attn.qkv.weight.grad is not None and model.pos_embed.grad is None
 
@@ -257,9 +257,9 @@ def test_mae_method_is_the_model_loss():
         "tiny", img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
         decoder_dim=16, decoder_depth=1, decoder_heads=2, norm_pix_loss=True,
     )  # fmt: skip
-    from cgdmae.pretrain.methods import method_class  # registry of the engine's methods
+    from cgdmae.pretrain.methods import with_defaults  # the registry, at the schema's defaults
 
-    method = method_class("mae")(model, mask_ratio=0.6)
+    method = with_defaults("mae", model, mask_ratio=0.6)
     imgs = torch.randn(2, 3, 32, 32)
     torch.manual_seed(3)
     out = method({"image": imgs})

@@ -6,7 +6,7 @@ from method_helpers import RESUME_CFG, Interrupt, without_timing
 from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae, encoder_state_dict
-from cgdmae.pretrain.methods import method_class
+from cgdmae.pretrain.methods import with_defaults
 from cgdmae.pretrain.methods.mae_lite import (
     attention_logits,
     encode_with_attention,
@@ -38,7 +38,7 @@ def teacher_mae(seed: int = 100):
 
 def make_method(seed: int = 0, **kw):
     teacher = load_teacher_encoder(teacher_mae(), teacher_mae().state_dict())
-    return method_class("mae_lite")(student(seed), teacher, **kw)
+    return with_defaults("mae_lite", student(seed), teacher, **kw)
 
 
 def images(n: int = 4, seed: int = 0):
@@ -75,7 +75,7 @@ def test_adapter_shape_and_distillation_terms():
 def test_distillation_is_zero_when_the_teacher_is_the_student(strategy):
     model = student(mask_strategy=strategy)
     teacher = load_teacher_encoder(student(), model.state_dict())
-    method = method_class("mae_lite")(model, teacher)
+    method = with_defaults("mae_lite", model, teacher)
     with torch.no_grad():
         method.adapter.weight.copy_(torch.eye(6).view(6, 6, 1, 1))
     terms = method({"image": images()})
@@ -115,13 +115,13 @@ def test_teacher_loading_accepts_encoder_only_and_rejects_the_wrong_size():
         decoder_dim=16, decoder_depth=1, decoder_heads=2,
     )  # fmt: skip
     with pytest.raises(ValueError, match="patch grid"):
-        method_class("mae_lite")(
-            student(), load_teacher_encoder(other_grid, other_grid.state_dict())
+        with_defaults(
+            "mae_lite", student(), load_teacher_encoder(other_grid, other_grid.state_dict())
         )
 
 
 def test_without_a_teacher_it_is_plain_mae():
-    method, reference = method_class("mae_lite")(student(), mask_ratio=0.75), student()
+    method, reference = with_defaults("mae_lite", student(), mask_ratio=0.75), student()
     assert method.adapter is None and _method_state(method) == {}
     torch.manual_seed(3)
     terms = method({"image": images()})

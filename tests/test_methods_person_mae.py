@@ -8,7 +8,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae
 from cgdmae.models.pos_embed import _sincos_1d
-from cgdmae.pretrain.methods import method_class
+from cgdmae.pretrain.methods import with_defaults
 from cgdmae.pretrain.methods.encoders import ema_momentum, encode_tokens
 from cgdmae.pretrain.methods.person_mae import shifted_pos_embed
 from cgdmae.pretrain.views import CrossRegionDataset, cross_regions, draw_shift
@@ -28,7 +28,7 @@ def tiny_mae(seed: int = 0):
 
 
 def make_method(seed: int = 0, **kw):
-    return method_class("person_mae")(tiny_mae(seed), **kw)
+    return with_defaults("person_mae", tiny_mae(seed), **kw)
 
 
 @pytest.fixture(scope="module")

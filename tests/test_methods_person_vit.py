@@ -12,7 +12,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from cgdmae.models import create_mae
 from cgdmae.pretrain.data import sample_crop
-from cgdmae.pretrain.methods import method_class
+from cgdmae.pretrain.methods import with_defaults
 from cgdmae.pretrain.methods.encoders import encode_tokens
 from cgdmae.pretrain.methods.person_vit import dino_loss, mim_loss, update_center
 from cgdmae.pretrain.views import MultiCropDataset
@@ -30,7 +30,7 @@ def make_method(seed: int = 0, **kw):
         "tiny", img_size=SIZE, patch_size=PATCH, embed_dim=32, depth=2, num_heads=2,
         decoder_dim=16, decoder_depth=1, decoder_heads=2,
     )  # fmt: skip
-    return method_class("person_vit")(model, **{**HEAD, **kw})
+    return with_defaults("person_vit", model, **{**HEAD, "drop_path": 0.0, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,13 @@ METHOD, TASK = "mean_mae", "probe"
 class MeanMatchingMAE(MAEMethod):
     """MAE plus a term of its own, weighted by its own config section's ``weight``."""
 
-    def __init__(self, model, mask_ratio: float, weight: float):
-        super().__init__(model, mask_ratio)
+    def __init__(self, model, *, mask_ratio: float, weight: float):
+        super().__init__(model, mask_ratio=mask_ratio)
         self.weight = weight
 
     @classmethod
-    def from_spec(cls, model, spec, inputs):
-        return cls(model, spec["mask_ratio"], spec["mean_mae"]["weight"])
+    def settings(cls, spec):
+        return {"mask_ratio": spec["mask_ratio"], "weight": spec["mean_mae"]["weight"]}
 
     def forward(self, batch):
         loss, _, _ = self.model(batch["image"], self.mask_ratio)

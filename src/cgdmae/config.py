@@ -7,6 +7,7 @@ message buries the key under a dump of the schema.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tempfile
@@ -21,6 +22,8 @@ from cgdmae.finetune.spec import recipe_spec, recipes, split_recipe
 from cgdmae.plugins import PluginError, load_plugins
 from cgdmae.pretrain.cards import method_card, method_cards
 
+# the workflow's schema, beside the package in a checkout (the workflow needs the checkout)
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SYNTHETIC_ROOT = "results/data/synthetic"
 SYNTHETIC_DATASETS = ("veri776", "vehicleid", "veriwild", "vfr", "vps", "pool")
 
@@ -98,6 +101,24 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     check_config(config)
     _check_run_values(config, schema)
     return config
+
+
+@functools.cache
+def _schema_defaults(schema_path: str) -> str:
+    from snakemake.utils import validate
+
+    config: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        schema_file = Path(tmp) / "config.schema.yaml"
+        schema_file.write_text(yaml.safe_dump(config_schema(schema_path), sort_keys=False))
+        validate(config, str(schema_file))
+    return json.dumps(config)
+
+
+def schema_defaults(schema_path: str | Path = SCHEMA) -> dict[str, Any]:
+    """What an empty config becomes: every default of the schema, the one place a default is
+    stated. Benchmarks and tests, which have no config, take a method's settings from here."""
+    return json.loads(_schema_defaults(str(schema_path)))
 
 
 def _load_config_plugins(config: Mapping[str, Any]) -> None:

@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from cgdmae.config import (
+    SCHEMA,
     all_runs,
     cached_views,
     finetune_jobs,
@@ -50,8 +51,6 @@ from cgdmae.curation.subsets import parse_subset, subset_size
 from cgdmae.finetune.spec import split_recipe
 from cgdmae.pretrain.cards import method_card
 from cgdmae.teacher.clip import hub_offline, small_clip
-
-SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
 PEAK_TFLOPS = 989.0  # H100 / H200 dense bf16
 MFU = 0.28  # compiled MAE ViT-B/16 at 224 on one H200 (docs/benchmarks.md)
@@ -210,17 +209,11 @@ def pretrain_method(config: Mapping[str, Any], spec: dict[str, Any]) -> nn.Modul
         distill = spec[card.section]
         _, clip_dim = teacher_cost(config, distill["teacher"])
         text = nn.functional.normalize(torch.randn(90, clip_dim), dim=-1)
-        return cls(
-            build_model(spec),
-            text,
-            None,
-            mask_ratio=spec["mask_ratio"],
-            student_feature=distill["student_feature"],
-        )
+        return cls(build_model(spec), text, None, **cls.settings(spec))
     teacher_run = card.teacher_run_of(spec)
     if teacher_run is not None:
         teacher = build_model(run_spec(config, teacher_run))
-        return cls(build_model(spec), teacher, mask_ratio=spec["mask_ratio"])
+        return cls(build_model(spec), teacher, **cls.settings(spec))
     return build_method(spec)
 
 

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 
 from cgdmae.models import create_mae
-from cgdmae.pretrain.methods import method_class
+from cgdmae.pretrain.methods import with_defaults
 from cgdmae.training.checkpoint import load_checkpoint
 from cgdmae.training.engine import LOG_CSV, TrainConfig, train
 
@@ -55,7 +55,7 @@ def read_log(out: Path) -> list[dict[str, str]]:
 
 
 def _mae(size: int):
-    return method_class("mae")(create_mae("base", img_size=size, norm_pix_loss=True))
+    return with_defaults("mae", create_mae("base", img_size=size, norm_pix_loss=True))
 
 
 def _train(

@@ -131,12 +131,8 @@ def checkpoint_study(
     out: dict[str, Any] = {"teacher": teacher, "text": state["method"]["text_embeds"]}
     for name in ("untrained", "trained"):
         torch.manual_seed(seed)
-        method = method_class("cgd_mae")(
-            build_model(spec),
-            state["method"]["text_embeds"],
-            mask_ratio=spec["mask_ratio"],
-            student_feature=spec["distill"]["student_feature"],
-        )
+        cls = method_class("cgd_mae")
+        method = cls(build_model(spec), state["method"]["text_embeds"], **cls.settings(spec))
         if name == "trained":
             method.model.load_state_dict(state["model"])
             method.load_state_dict(state["method"], strict=False)

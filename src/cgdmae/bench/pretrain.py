@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from cgdmae.models import create_mae
-from cgdmae.pretrain.methods import method_class
+from cgdmae.pretrain.methods import with_defaults
 from cgdmae.training.engine import bench_step
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -66,19 +66,19 @@ def seed_method_cases(mae, images: torch.Tensor, patch: int, local_views: int) -
     masked = torch.from_numpy(np.stack(masks))
     return {
         "person_mae": (
-            method_class("person_mae")(mae()),
+            with_defaults("person_mae", mae()),
             {"image": images, "target": images.roll(1, -1), "shift": torch.ones(batch, 2)},
         ),
         f"person_vit {local_views}L": (
-            method_class("person_vit")(mae()),
+            with_defaults("person_vit", mae()),
             {
                 "global_views": images[:, None].expand(-1, 2, -1, -1, -1).contiguous(),
                 "global_masks": masked.view(batch, 2, *grid),
                 "local_views": torch.randn(batch, local_views, 3, *local),
             },
         ),
-        "mae_lite": (method_class("mae_lite")(mae()), {"image": images}),
-        "mae_lite distill": (method_class("mae_lite")(mae(), mae()), {"image": images}),
+        "mae_lite": (with_defaults("mae_lite", mae()), {"image": images}),
+        "mae_lite distill": (with_defaults("mae_lite", mae(), mae()), {"image": images}),
     }
 
 
@@ -129,9 +129,9 @@ def main() -> None:
     text = F.normalize(torch.randn(90, clip_dim), dim=-1)
     images = torch.randn(args.batch, 3, *size)
     cases = {
-        "mae": (method_class("mae")(mae()), {"image": images}),
+        "mae": (with_defaults("mae", mae()), {"image": images}),
         "cgd_mae cached": (
-            method_class("cgd_mae")(mae(), text, None),
+            with_defaults("cgd_mae", mae(), text, None),
             {
                 "image": images,
                 "teacher_embed": F.normalize(torch.randn(args.batch, clip_dim), dim=-1),
@@ -139,7 +139,10 @@ def main() -> None:
         ),
     }
     if teacher is not None:
-        cases["cgd_mae online"] = (method_class("cgd_mae")(mae(), text, teacher), {"image": images})
+        cases["cgd_mae online"] = (
+            with_defaults("cgd_mae", mae(), text, teacher),
+            {"image": images},
+        )
     cases |= seed_method_cases(mae, images, args.patch, args.local_views)
     if args.methods:
         cases = {

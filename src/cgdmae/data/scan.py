@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ON_CORRUPT = ("error", "skip")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def image_files(root: str | Path) -> list[Path]:
@@ -117,7 +116,7 @@ def scan(
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    from cgdmae.config import ConfigError, load_config
+    from cgdmae.config import SCHEMA, ConfigError, load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="+", help="config files, later ones overriding")

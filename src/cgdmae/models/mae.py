@@ -190,7 +190,7 @@ class MaskedAutoencoderViT(nn.Module):
         return (loss * mask).sum() / mask.sum()
 
     def forward(
-        self, imgs: torch.Tensor, mask_ratio: float = 0.75, noise: torch.Tensor | None = None
+        self, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
         pred, _ = self.forward_decoder(latent, ids_restore)

@@ -11,6 +11,14 @@ from cgdmae.pretrain.methods.base import (
     available_methods,
     method_class,
     register_method,
+    with_defaults,
 )
 
-__all__ = ["MethodInputs", "PretrainMethod", "available_methods", "method_class", "register_method"]
+__all__ = [
+    "MethodInputs",
+    "PretrainMethod",
+    "available_methods",
+    "method_class",
+    "register_method",
+    "with_defaults",
+]

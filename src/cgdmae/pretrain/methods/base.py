@@ -53,9 +53,15 @@ class PretrainMethod(nn.Module):
 
     @classmethod
     def from_spec(cls, model: nn.Module, spec: dict[str, Any], inputs: MethodInputs):
-        """The method around ``model`` with a run's resolved spec; MAE-style methods take
-        only the mask ratio, the others read their own section."""
-        return cls(model, mask_ratio=spec["mask_ratio"])
+        """The method around ``model`` with a run's resolved spec and its files."""
+        return cls(model, **cls.settings(spec))
+
+    @classmethod
+    def settings(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """The constructor's keywords from a run's spec: MAE-style methods take only the mask
+        ratio, the others read their own section. The values always come from a spec, so the
+        schema states each default once (constructors have none)."""
+        return {"mask_ratio": spec["mask_ratio"]}
 
     @classmethod
     def views(
@@ -103,6 +109,17 @@ def register_method(name: str) -> Callable[[type[PretrainMethod]], type[Pretrain
 def method_class(name: str) -> type[PretrainMethod]:
     """Look a method up by name; an unknown name is a KeyError naming the known ones."""
     return _METHODS.get(name)
+
+
+def with_defaults(name: str, *args: Any, **overrides: Any) -> PretrainMethod:
+    """``name``'s method built from ``args`` (the model, and what its class takes besides)
+    at the schema's defaults, with ``overrides`` of its keywords: for benchmarks and tests,
+    which have no run spec."""
+    from cgdmae.config import schema_defaults
+
+    cls = method_class(name)
+    spec = {"method": name, **schema_defaults()["pretrain"]}
+    return cls(*args, **(cls.settings(spec) | overrides))
 
 
 def available_methods() -> list[str]:

@@ -83,12 +83,19 @@ class CGDMAEMethod(PretrainMethod):
             model,
             text,
             teacher if online else None,
-            mask_ratio=spec["mask_ratio"],
-            lam=distill["lambda"],
-            w_sim=distill["w_sim"],
-            w_kl=distill["w_kl"],
-            student_feature=distill["student_feature"],
+            **cls.settings(spec),
         )
+
+    @classmethod
+    def settings(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        distill = spec["distill"]
+        return {
+            "mask_ratio": spec["mask_ratio"],
+            "lam": distill["lambda"],
+            "w_sim": distill["w_sim"],
+            "w_kl": distill["w_kl"],
+            "student_feature": distill["student_feature"],
+        }
 
     def __init__(
         self,
@@ -96,11 +103,11 @@ class CGDMAEMethod(PretrainMethod):
         text_embeds: torch.Tensor,
         teacher: nn.Module | None = None,
         *,
-        mask_ratio: float = 0.75,
-        lam: float = 1.0,
-        w_sim: float = 2.0,
-        w_kl: float = 0.1,
-        student_feature: str = "decoder_pool",
+        mask_ratio: float,
+        lam: float,
+        w_sim: float,
+        w_kl: float,
+        student_feature: str,
         temperature: float = 100.0,
     ):
         super().__init__()

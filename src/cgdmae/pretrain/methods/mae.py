@@ -14,7 +14,7 @@ from cgdmae.pretrain.methods.base import PretrainMethod, register_method
 class MAEMethod(PretrainMethod):
     """Masked image modelling alone (CGD-MAE with lambda = 0)."""
 
-    def __init__(self, model: MaskedAutoencoderViT, mask_ratio: float = 0.75):
+    def __init__(self, model: MaskedAutoencoderViT, *, mask_ratio: float):
         super().__init__()
         self.model = model
         self.mask_ratio = mask_ratio

@@ -104,17 +104,22 @@ class MAELiteMethod(PretrainMethod):
                     "was given"
                 )
             teacher = load_mae_teacher(inputs.teacher_checkpoint)
-        return cls(
-            model, teacher, mask_ratio=spec["mask_ratio"], distill_weight=cfg["distill_weight"]
-        )
+        return cls(model, teacher, **cls.settings(spec))
+
+    @classmethod
+    def settings(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "mask_ratio": spec["mask_ratio"],
+            "distill_weight": spec["mae_lite"]["distill_weight"],
+        }
 
     def __init__(
         self,
         model: MaskedAutoencoderViT,
         teacher: MaskedAutoencoderViT | None = None,
         *,
-        mask_ratio: float = 0.75,
-        distill_weight: float = 1.0,
+        mask_ratio: float,
+        distill_weight: float,
     ):
         super().__init__()
         self.model = model

@@ -125,16 +125,19 @@ class PersonMAEMethod(PretrainMethod):
 
     @classmethod
     def from_spec(cls, model, spec: dict[str, Any], inputs: MethodInputs) -> PersonMAEMethod:
+        return cls(model, **cls.settings(spec))
+
+    @classmethod
+    def settings(cls, spec: dict[str, Any]) -> dict[str, Any]:
         cfg = spec["person_mae"]
-        return cls(
-            model,
-            mask_ratio=spec["mask_ratio"],
-            lam=cfg["lambda"],
-            beta=cfg["beta"],
-            ema_momentum=tuple(cfg["ema_momentum"]),
-            ema_ramp=cfg["ema_ramp"],
-            feature_depth=cfg["feature_depth"],
-        )
+        return {
+            "mask_ratio": spec["mask_ratio"],
+            "lam": cfg["lambda"],
+            "beta": cfg["beta"],
+            "ema_momentum": tuple(cfg["ema_momentum"]),
+            "ema_ramp": cfg["ema_ramp"],
+            "feature_depth": cfg["feature_depth"],
+        }
 
     @classmethod
     def views(cls, spec, paths, seed, targets=None, targets_file=None) -> CrossRegionDataset:
@@ -151,12 +154,12 @@ class PersonMAEMethod(PretrainMethod):
         self,
         model: MaskedAutoencoderViT,
         *,
-        mask_ratio: float = 0.75,
-        lam: float = 1.0,
-        beta: float = 2.0,
-        ema_momentum: tuple[float, float] = (0.999, 0.9999),
-        ema_ramp: float = 0.2,
-        feature_depth: int = 2,
+        mask_ratio: float,
+        lam: float,
+        beta: float,
+        ema_momentum: tuple[float, float],
+        ema_ramp: float,
+        feature_depth: int,
     ):
         super().__init__()
         self.model = model

@@ -59,10 +59,10 @@ class DINOHead(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        out_dim: int = 8192,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        norm_last_layer: bool = True,
+        out_dim: int,
+        hidden_dim: int,
+        bottleneck_dim: int,
+        norm_last_layer: bool,
     ):
         super().__init__()
         self.mlp = nn.Sequential(
@@ -150,22 +150,15 @@ class PersonViTMethod(PretrainMethod):
 
     @classmethod
     def from_spec(cls, model, spec: dict[str, Any], inputs: MethodInputs) -> PersonViTMethod:
+        return cls(model, **cls.settings(spec))
+
+    @classmethod
+    def settings(cls, spec: dict[str, Any]) -> dict[str, Any]:
         cfg = spec["person_vit"]
-        return cls(
-            model,
-            out_dim=cfg["out_dim"],
-            hidden_dim=cfg["hidden_dim"],
-            bottleneck_dim=cfg["bottleneck_dim"],
-            norm_last_layer=cfg["norm_last_layer"],
-            teacher_temp=tuple(cfg["teacher_temp"]),
-            patch_temp=tuple(cfg["patch_temp"]),
-            temp_warmup=cfg["temp_warmup"],
-            ema_momentum=cfg["ema_momentum"],
-            lambda_dino=cfg["lambda_dino"],
-            lambda_mim=cfg["lambda_mim"],
-            freeze_last_layer=cfg["freeze_last_layer"],
-            drop_path=cfg["drop_path"],
-        )
+        keys = ("out_dim", "hidden_dim", "bottleneck_dim", "norm_last_layer", "temp_warmup")
+        keys += ("ema_momentum", "lambda_dino", "lambda_mim", "freeze_last_layer", "drop_path")
+        pairs = {"teacher_temp": tuple(cfg["teacher_temp"]), "patch_temp": tuple(cfg["patch_temp"])}
+        return {key: cfg[key] for key in keys} | pairs
 
     @classmethod
     def views(cls, spec, paths, seed, targets=None, targets_file=None) -> MultiCropDataset:
@@ -190,20 +183,20 @@ class PersonViTMethod(PretrainMethod):
         self,
         model: MaskedAutoencoderViT,
         *,
-        out_dim: int = 8192,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        norm_last_layer: bool = True,
-        student_temp: float = 0.1,
-        teacher_temp: tuple[float, float] = (0.04, 0.07),
-        patch_temp: tuple[float, float] = (0.04, 0.07),
-        temp_warmup: float = 0.1,
-        center_momentum: float = 0.9,
-        ema_momentum: float = 0.996,
-        lambda_dino: float = 1.0,
-        lambda_mim: float = 1.0,
-        freeze_last_layer: float = 0.0,
-        drop_path: float = 0.0,
+        out_dim: int,
+        hidden_dim: int,
+        bottleneck_dim: int,
+        norm_last_layer: bool,
+        teacher_temp: tuple[float, float],
+        patch_temp: tuple[float, float],
+        temp_warmup: float,
+        ema_momentum: float,
+        lambda_dino: float,
+        lambda_mim: float,
+        freeze_last_layer: float,
+        drop_path: float,
+        student_temp: float = 0.1,  # DINO's, not a config key
+        center_momentum: float = 0.9,  # DINO's, not a config key
     ):
         super().__init__()
         self.model = model
