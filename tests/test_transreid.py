@@ -224,7 +224,8 @@ def test_jpm_loss_is_half_global_half_the_local_mean(margin):
 
 
 def test_sie_and_jpm_parameters_get_their_layers_rate_and_decay():
-    task = ReidTask(tiny_vit(depth=3), CLASSES, jpm=True, num_cameras=2)
+    task = ReidTask(tiny_vit(depth=3), CLASSES, label_smoothing=0.0, triplet_margin=None,
+                    jpm=True, num_cameras=2)  # fmt: skip
     groups = param_groups(task, 0.05, 0.5)
     where = {id(p): g for g in groups for p in g["params"]}
     named = dict(task.named_parameters())

@@ -441,8 +441,8 @@ class ReidTask(FinetuneTask):
         backbone: VisionTransformer,
         num_classes: int,
         *,
-        label_smoothing: float = 0.1,
-        triplet_margin: float | None = None,
+        label_smoothing: float,
+        triplet_margin: float | None,
         triplet_weight: float = 1.0,
         **options: Any,
     ):
