@@ -8,6 +8,7 @@ randomness comes from the ``numpy.random.Generator`` passed in, so a seed fixes 
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -456,150 +457,127 @@ def _draw_wheel(c: _Canvas, x: float, y: float, r: float, rim_style: int) -> Non
         c.ellipse(x, y, r * 0.2, r * 0.2, TYRE, WHEEL)
 
 
+Point = Callable[[float, float], tuple[float, float]]  # a drawing's (u, v) -> pixel (x, y)
+
+
+def _quad(pt: Point, u0: float, v0: float, u1: float, v1: float) -> list[tuple[float, float]]:
+    """A box in a drawing's (u, v) frame, corners in the order every part is drawn."""
+    return [pt(u0, v0), pt(u1, v0), pt(u1, v1), pt(u0, v1)]
+
+
+@dataclass(frozen=True)
+class _SideShape:
+    """A model's side profile in vehicle-length units: heights (``clear`` under the body,
+    ``belt`` under the windows, ``roof``, ``nose``) and where the roof starts and ends."""
+
+    type_name: str
+    clear: float
+    belt: float
+    roof: float
+    nose: float
+    hood: float
+    screen: float
+    rear: float
+    trunk: float
+    roof_front: float
+    roof_back: float
+
+    @classmethod
+    def of(cls, model: VehicleModel) -> _SideShape:
+        p = model.param
+        type_name = VERI_TYPES[model.type]
+        hood, screen, rear, trunk = p("hood"), p("screen"), p("rear"), p("trunk")
+        open_back = type_name in ("pickup", "truck")  # a cab: the roof ends just behind it
+        return cls(
+            type_name,
+            p("wheel") * 0.7,
+            p("belt"),
+            p("roof"),
+            p("nose"),
+            hood,
+            screen,
+            rear,
+            trunk,
+            roof_front=1 - hood - screen,
+            roof_back=trunk + 0.02 if open_back else trunk + rear,
+        )
+
+
 def _draw_side(c, model, ident, color, x0, ground, length, mirror, vscale=None):
-    """Side profile facing right (left when ``mirror``): body, greenhouse, wheels, lights."""
-    p = model.param
-    L = length
-    sy = L if vscale is None else vscale
+    """Side profile facing right (left when ``mirror``): body, greenhouse, fittings, lights and
+    wheels, in that order (later parts cover earlier ones)."""
+    sy = length if vscale is None else vscale
 
     def pt(u: float, v: float) -> tuple[float, float]:
-        x = x0 + (1 - u if mirror else u) * L
+        x = x0 + (1 - u if mirror else u) * length
         return x, ground - v * sy
 
-    clear = p("wheel") * 0.7
-    belt, roof, nose = p("belt"), p("roof"), p("nose")
-    hood, screen, rear, trunk = p("hood"), p("screen"), p("rear"), p("trunk")
-    type_name = VERI_TYPES[model.type]
-    roof_front = 1 - hood - screen
-    roof_back = trunk + rear
-    if type_name in ("pickup", "truck"):
-        roof_back = trunk + 0.02
-    body = [
-        pt(0, clear),
-        pt(1, clear),
-        pt(1, nose),
-        pt(0.985, belt),
-        pt(1 - hood, belt),
-    ]
-    body += [pt(roof_front, roof), pt(roof_back, roof), pt(trunk, belt), pt(0, belt)]
-    if type_name == "truck":  # the cargo box stands above the cab
-        c.poly(body, color, BODY)
-        c.poly(
-            [
-                pt(0, clear),
-                pt(trunk - 0.01, clear),
-                pt(trunk - 0.01, roof * 1.18),
-                pt(0, roof * 1.18),
-            ],
-            (205, 205, 200),
-            BODY,
-        )
-    else:
-        c.poly(body, color, BODY)
-    c.poly(
-        [
-            pt(0.02, clear),
-            pt(0.98, clear),
-            pt(0.98, clear + 0.025),
-            pt(0.02, clear + 0.025),
-        ],
-        _shade(color, 0.7),
-        BODY,
-    )
-    if ident.stripe:
-        c.poly(
-            [
-                pt(0.03, belt * 0.72),
-                pt(0.97, belt * 0.72),
-                pt(0.97, belt * 0.62),
-                pt(0.03, belt * 0.62),
-            ],
-            (240, 240, 240),
-            BODY,
-        )
-    # greenhouse: windows split by pillars
-    inset = 0.012
-    g0 = roof_back + inset + (0.0 if type_name in ("pickup", "truck") else rear * 0.2)
-    g1 = roof_front + screen * 0.75
-    top = roof - 0.025
-    c.poly(
-        [
-            pt(max(trunk + inset, g0 - rear * 0.6), belt + 0.01),
-            pt(g1 + screen * 0.2, belt + 0.01),
-            pt(roof_front + 0.01, top),
-            pt(g0, top),
-        ],
-        GLASS,
-        WINDOW,
-    )
-    for k in range(1, model.side_windows):
-        u = g0 + (roof_front - g0) * k / model.side_windows
-        c.poly(
-            [
-                pt(u - 0.008, belt),
-                pt(u + 0.008, belt),
-                pt(u + 0.008, roof),
-                pt(u - 0.008, roof),
-            ],
-            color,
-            BODY,
-        )
-    if ident.roof_rack:
-        for u in (roof_back + 0.04, roof_front - 0.04):
-            c.poly(
-                [
-                    pt(u - 0.008, roof),
-                    pt(u + 0.008, roof),
-                    pt(u + 0.008, roof + 0.03),
-                    pt(u - 0.008, roof + 0.03),
-                ],
-                (35, 35, 35),
-                BODY,
-            )
-        c.poly(
-            [
-                pt(roof_back + 0.02, roof + 0.025),
-                pt(roof_front - 0.02, roof + 0.025),
-                pt(roof_front - 0.02, roof + 0.04),
-                pt(roof_back + 0.02, roof + 0.04),
-            ],
-            (35, 35, 35),
-            BODY,
-        )
-    if ident.antenna:
-        x, y = pt(roof_back + 0.03, roof)
-        c.line(
-            [(x, y), (x - (-1 if mirror else 1) * L * 0.03, y - L * 0.07)],
-            (20, 20, 20),
-            max(1.0, L * 0.006),
-            None,
-        )
-    # lights: head at the front end, tail at the rear end
-    c.poly(
-        [
-            pt(0.975, nose - 0.01),
-            pt(1.0, nose - 0.01),
-            pt(1.0, nose - 0.045),
-            pt(0.975, nose - 0.045),
-        ],
-        (245, 240, 200),
-        LIGHT,
-    )
-    c.poly(
-        [
-            pt(0.0, belt - 0.015),
-            pt(0.02, belt - 0.015),
-            pt(0.02, belt - 0.05),
-            pt(0.0, belt - 0.05),
-        ],
-        (200, 25, 25),
-        LIGHT,
-    )
-    # wheels
-    positions = (0.17, 0.83) if type_name not in ("bus", "truck") else (0.12, 0.68, 0.86)
+    shape = _SideShape.of(model)
+    _side_body(c, pt, shape, ident, color)
+    _side_greenhouse(c, pt, shape, model.side_windows, color)
+    _side_fittings(c, pt, shape, ident, length, mirror)
+    _side_lights(c, pt, shape)
+    wheel = model.param("wheel")
+    positions = (0.17, 0.83) if shape.type_name not in ("bus", "truck") else (0.12, 0.68, 0.86)
     for u in positions:
-        x, y = pt(u, p("wheel") * 0.95)
-        _draw_wheel(c, x, y, p("wheel") * sy, ident.rim_style)
+        x, y = pt(u, wheel * 0.95)
+        _draw_wheel(c, x, y, wheel * sy, ident.rim_style)
+
+
+def _side_body(c: _Canvas, pt: Point, s: _SideShape, ident: Identity, color) -> None:
+    """The body's outline (a truck's cargo box above it), the sill and an optional stripe."""
+    body = [
+        pt(0, s.clear),
+        pt(1, s.clear),
+        pt(1, s.nose),
+        pt(0.985, s.belt),
+        pt(1 - s.hood, s.belt),
+    ]
+    body += [pt(s.roof_front, s.roof), pt(s.roof_back, s.roof), pt(s.trunk, s.belt), pt(0, s.belt)]
+    c.poly(body, color, BODY)
+    if s.type_name == "truck":  # the cargo box stands above the cab
+        c.poly(_quad(pt, 0, s.clear, s.trunk - 0.01, s.roof * 1.18), (205, 205, 200), BODY)
+    c.poly(_quad(pt, 0.02, s.clear, 0.98, s.clear + 0.025), _shade(color, 0.7), BODY)
+    if ident.stripe:
+        c.poly(_quad(pt, 0.03, s.belt * 0.72, 0.97, s.belt * 0.62), (240, 240, 240), BODY)
+
+
+def _side_greenhouse(c: _Canvas, pt: Point, s: _SideShape, windows: int, color) -> None:
+    """The side windows: one glass band split by ``windows - 1`` pillars."""
+    inset = 0.012
+    g0 = s.roof_back + inset + (0.0 if s.type_name in ("pickup", "truck") else s.rear * 0.2)
+    g1 = s.roof_front + s.screen * 0.75
+    top = s.roof - 0.025
+    glass = [
+        pt(max(s.trunk + inset, g0 - s.rear * 0.6), s.belt + 0.01),
+        pt(g1 + s.screen * 0.2, s.belt + 0.01),
+        pt(s.roof_front + 0.01, top),
+        pt(g0, top),
+    ]
+    c.poly(glass, GLASS, WINDOW)
+    for k in range(1, windows):
+        u = g0 + (s.roof_front - g0) * k / windows
+        c.poly(_quad(pt, u - 0.008, s.belt, u + 0.008, s.roof), color, BODY)
+
+
+def _side_fittings(c, pt: Point, s: _SideShape, ident: Identity, length, mirror) -> None:
+    """What an identity may carry on its roof: a rack (two feet and a bar), an antenna."""
+    rack = (35, 35, 35)
+    if ident.roof_rack:
+        for u in (s.roof_back + 0.04, s.roof_front - 0.04):
+            c.poly(_quad(pt, u - 0.008, s.roof, u + 0.008, s.roof + 0.03), rack, BODY)
+        bar = _quad(pt, s.roof_back + 0.02, s.roof + 0.025, s.roof_front - 0.02, s.roof + 0.04)
+        c.poly(bar, rack, BODY)
+    if ident.antenna:
+        x, y = pt(s.roof_back + 0.03, s.roof)
+        tip = (x - (-1 if mirror else 1) * length * 0.03, y - length * 0.07)
+        c.line([(x, y), tip], (20, 20, 20), max(1.0, length * 0.006), None)
+
+
+def _side_lights(c: _Canvas, pt: Point, s: _SideShape) -> None:
+    """The head light at the front end, the tail light at the rear end."""
+    c.poly(_quad(pt, 0.975, s.nose - 0.01, 1.0, s.nose - 0.045), (245, 240, 200), LIGHT)
+    c.poly(_quad(pt, 0.0, s.belt - 0.015, 0.02, s.belt - 0.05), (200, 25, 25), LIGHT)
 
 
 def _draw_plate(c, cx, cy, pw, ph, plate: str) -> None:
@@ -629,7 +607,8 @@ def _draw_plate(c, cx, cy, pw, ph, plate: str) -> None:
 
 
 def _draw_face(c, model, ident, color, cx, ground, face_w, front: bool, vscale=None):
-    """Front or rear face centred at ``cx``; a ``vscale`` above the width's foreshortens it."""
+    """Front or rear face centred at ``cx``; a ``vscale`` above the width's foreshortens it.
+    Body, then lights (and the grille in front), then the plate and a rear antenna."""
     p = model.param
     scale = face_w / p("width") if vscale is None else vscale  # pixels per unit length, vertically
 
@@ -637,34 +616,36 @@ def _draw_face(c, model, ident, color, cx, ground, face_w, front: bool, vscale=N
         # u in [-0.5, 0.5] across the width, v height in vehicle-length units
         return cx + u * face_w, ground - v * scale
 
-    clear = p("wheel") * 0.7
-    belt, roof = p("belt"), p("roof")
+    clear, belt, roof = p("wheel") * 0.7, p("belt"), p("roof")
     type_name = VERI_TYPES[model.type]
     if type_name == "truck" and not front:
         roof = roof * 1.18
-    # wheels peek out below the body
+    _face_body(c, pt, ident, color, type_name, clear, belt, roof)
+    if front:
+        _face_grille(c, pt, model.grille, clear, belt, scale)
+    _face_lights(c, pt, model.light_shape, front, belt, face_w, scale)
+    px, py = pt(0.0, clear + 0.045)
+    _draw_plate(c, px, py, face_w * 0.3, face_w * 0.075, ident.plate)
+    if ident.antenna and not front:
+        x, y = pt(0.3, roof)
+        c.line([(x, y), (x + 1, y - scale * 0.06)], (20, 20, 20), max(1.0, scale * 0.006), None)
+
+
+def _face_body(c: _Canvas, pt: Point, ident: Identity, color, type_name, clear, belt, roof):
+    """Wheels peeking out below, the body tapering to the roof, the glass with an optional
+    sticker, a roof rack and the bumper band."""
     for u in (-0.42, 0.42):
         x0, y0 = pt(u - 0.07, clear + 0.01)
         x1, y1 = pt(u + 0.07, 0.0)
         c.rect(x0, y0, x1, y1, TYRE, WHEEL)
     taper = 0.12 if type_name not in ("bus", "van", "truck") else 0.03
-    c.poly([pt(-0.5, clear), pt(0.5, clear), pt(0.5, belt), pt(-0.5, belt)], color, BODY)
+    c.poly(_quad(pt, -0.5, clear, 0.5, belt), color, BODY)
     c.poly(
-        [pt(-0.5, belt), pt(0.5, belt), pt(0.5 - taper, roof), pt(-0.5 + taper, roof)],
-        color,
-        BODY,
+        [pt(-0.5, belt), pt(0.5, belt), pt(0.5 - taper, roof), pt(-0.5 + taper, roof)], color, BODY
     )
     glass_top = roof - 0.03
-    c.poly(
-        [
-            pt(-0.44, belt + 0.015),
-            pt(0.44, belt + 0.015),
-            pt(0.44 - taper, glass_top),
-            pt(-0.44 + taper, glass_top),
-        ],
-        GLASS,
-        WINDOW,
-    )
+    glass = [pt(-0.44, belt + 0.015), pt(0.44, belt + 0.015)]
+    c.poly(glass + [pt(0.44 - taper, glass_top), pt(-0.44 + taper, glass_top)], GLASS, WINDOW)
     if ident.sticker is not None:
         pos, sticker_color = ident.sticker
         u = -0.36 + 0.72 * pos
@@ -672,75 +653,36 @@ def _draw_face(c, model, ident, color, cx, ground, face_w, front: bool, vscale=N
         x1, y1 = pt(u + 0.045, glass_top - 0.012)
         c.rect(x0, y0, x1, y1, COLOR_RGB[sticker_color], WINDOW)
     if ident.roof_rack:
-        c.poly(
-            [
-                pt(-0.42, roof),
-                pt(0.42, roof),
-                pt(0.42, roof + 0.03),
-                pt(-0.42, roof + 0.03),
-            ],
-            (35, 35, 35),
-            BODY,
-        )
-    # bumper band
-    c.poly(
-        [
-            pt(-0.5, clear),
-            pt(0.5, clear),
-            pt(0.5, clear + 0.03),
-            pt(-0.5, clear + 0.03),
-        ],
-        _shade(color, 0.65),
-        BODY,
-    )
+        c.poly(_quad(pt, -0.42, roof, 0.42, roof + 0.03), (35, 35, 35), BODY)
+    c.poly(_quad(pt, -0.5, clear, 0.5, clear + 0.03), _shade(color, 0.65), BODY)
+
+
+def _face_grille(c: _Canvas, pt: Point, grille: int, clear, belt, scale) -> None:
+    """The front grille: a dark panel with 2 + 2 × ``grille`` bars."""
+    gx0, gy0 = pt(-0.22, clear + 0.045)
+    gx1, gy1 = pt(0.22, belt - 0.02)
+    c.rect(gx0, gy0, gx1, gy1, (30, 30, 34), BODY)
+    grille_lines = 3 + grille * 2
+    for k in range(1, grille_lines):
+        y = gy0 + (gy1 - gy0) * k / grille_lines
+        c.line([(gx0, y), (gx1, y)], (120, 120, 125), max(1.0, scale * 0.004), None)
+
+
+def _face_lights(c: _Canvas, pt: Point, light_shape: int, front: bool, belt, face_w, scale):
+    """A pair of head (front) or tail (rear) lights: wide, round or slanted by the model."""
+    light = (245, 242, 210) if front else (205, 28, 28)
     light_y0, light_y1 = belt - 0.06, belt - 0.015
-    if front:
-        light = (245, 242, 210)
-        gx0, gy0 = pt(-0.22, clear + 0.045)
-        gx1, gy1 = pt(0.22, belt - 0.02)
-        c.rect(gx0, gy0, gx1, gy1, (30, 30, 34), BODY)
-        grille_lines = 3 + model.grille * 2
-        for k in range(1, grille_lines):
-            y = gy0 + (gy1 - gy0) * k / grille_lines
-            c.line([(gx0, y), (gx1, y)], (120, 120, 125), max(1.0, scale * 0.004), None)
-    else:
-        light = (205, 28, 28)
-    shapes = {0: (0.2, 0.0), 1: (0.1, 0.0), 2: (0.16, 0.02)}
-    lw, slant = shapes[model.light_shape]
+    lw, slant = {0: (0.2, 0.0), 1: (0.1, 0.0), 2: (0.16, 0.02)}[light_shape]
     for side in (-1, 1):
         u_out = side * 0.47
         u_in = side * (0.47 - lw)
-        if model.light_shape == 1:
+        if light_shape == 1:
             x, y = pt((u_out + u_in) / 2, (light_y0 + light_y1) / 2)
-            c.ellipse(
-                x,
-                y,
-                abs(u_out - u_in) * face_w / 2,
-                (light_y1 - light_y0) * scale / 2,
-                light,
-                LIGHT,
-            )
+            rx, ry = abs(u_out - u_in) * face_w / 2, (light_y1 - light_y0) * scale / 2
+            c.ellipse(x, y, rx, ry, light, LIGHT)
         else:
-            c.poly(
-                [
-                    pt(u_out, light_y0),
-                    pt(u_in, light_y0 + slant),
-                    pt(u_in, light_y1),
-                    pt(u_out, light_y1),
-                ],
-                light,
-                LIGHT,
-            )
-    px, py = pt(0.0, clear + 0.045)
-    _draw_plate(c, px, py, face_w * 0.3, face_w * 0.075, ident.plate)
-    if ident.antenna and not front:
-        x, y = pt(0.3, roof)
-        c.line(
-            [(x, y), (x + 1, y - scale * 0.06)],
-            (20, 20, 20),
-            max(1.0, scale * 0.006),
-            None,
-        )
+            outline = [pt(u_out, light_y0), pt(u_in, light_y0 + slant)]
+            c.poly(outline + [pt(u_in, light_y1), pt(u_out, light_y1)], light, LIGHT)
 
 
 def _draw_three_quarter(c, model, ident, color, cx, ground, span, front: bool) -> None:
