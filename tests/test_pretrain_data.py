@@ -274,3 +274,49 @@ def test_ddp_ranks_share_the_memory_mapped_target_store(tmp_path):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert result["mapped"] and result["rows"] > 0
         assert result["anonymous_kb"] < 0.1 * store_kb, result
+
+
+def test_persistent_workers_see_each_epoch_and_train_as_inline(paths, tmp_path, monkeypatch):
+    """The engine hands (epoch, index) keys to a pre-training set, so one loader's workers
+    persist across epochs and still draw each epoch's views: the run equals one without
+    workers, weights and log, and the loader is built once instead of once per epoch."""
+    import csv
+
+    from cgdmae.models import create_mae
+    from cgdmae.pretrain.methods import with_defaults
+    from cgdmae.training import engine
+    from cgdmae.training.engine import TrainConfig, train
+
+    built = []
+
+    class CountingLoader(DataLoader):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs["persistent_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "DataLoader", CountingLoader)
+    key = (1, 4)
+    assert torch.equal(PretrainDataset(paths, img_size=SIZE, seed=3)[key]["image"],
+                       _at_epoch(PretrainDataset(paths, img_size=SIZE, seed=3), 1)[4]["image"])  # fmt: skip
+    runs = {}
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        model = create_mae("tiny", img_size=SIZE, patch_size=8, embed_dim=16, depth=1,
+                           num_heads=2, decoder_dim=8, decoder_depth=1, decoder_heads=2)  # fmt: skip
+        method = with_defaults("mae", model)
+        cfg = TrainConfig(epochs=3, batch_size=2, blr=0.1, warmup_epochs=1, seed=1,
+                          device="cpu", num_workers=workers)  # fmt: skip
+        out = tmp_path / f"w{workers}"
+        train(method, PretrainDataset(paths, img_size=SIZE, seed=0), cfg, out)
+        with open(out / "log.csv") as f:
+            rows = [{k: v for k, v in r.items() if k not in ("img_per_s", "seconds")}
+                    for r in csv.DictReader(f)]  # fmt: skip
+        runs[workers] = rows, method.model.state_dict()
+    assert built == [False, False, False, True]  # a loader per epoch inline; one, persistent
+    assert runs[0][0] == runs[2][0]
+    assert all(torch.equal(v, runs[2][1][k]) for k, v in runs[0][1].items())
+
+
+def _at_epoch(dataset, epoch):
+    dataset.set_epoch(epoch)
+    return dataset

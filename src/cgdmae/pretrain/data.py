@@ -1,8 +1,9 @@
 """Pre-training data: MAE's augmentation, reproducible per (seed, epoch, index), and cached views.
 
 Every random draw comes from a generator seeded by (seed, epoch, index), so a sample does not
-depend on worker count or on where a resumed run restarts (``set_epoch`` must reach the copy
-of the dataset that the workers hold, i.e. no persistent workers across epochs).
+depend on worker count or on where a resumed run restarts. The engine passes the epoch with
+each index, ``(epoch, index)``, so loader workers can persist across epochs (a worker's copy
+of the dataset never sees ``set_epoch``); a bare index uses the epoch ``set_epoch`` set.
 
 Teacher inputs: with cached targets, the loader picks one of the K precomputed views, applies
 exactly the crop the teacher saw and returns its embedding as ``teacher_embed``. Online, no
@@ -205,8 +206,15 @@ class PretrainDataset(Dataset):
                     f"teacher target {k} is for {cached}, the image is {path}", source
                 )
 
+    epoch_in_index = True  # the engine may send (epoch, index) keys to persistent workers
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def rng_for(self, key: int | tuple[int, int]) -> tuple[int, np.random.Generator]:
+        """The image index of a loader key and the generator of its (seed, epoch, index)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        return index, np.random.default_rng([self.seed, epoch, index])
 
     def crop_summary(self, epochs: int) -> str:
         """How many distinct crops a run of ``epochs`` epochs trains on, for its log: the cached
@@ -227,8 +235,8 @@ class PretrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, rng = self.rng_for(key)
         image = load_rgb(self.paths[index])
         item: dict[str, Any] = {"index": index}
         if self.targets is not None:

@@ -90,8 +90,8 @@ class CrossRegionDataset(PretrainDataset):
             raise ValueError(f"max_shift must be >= 0 pixels, got {max_shift}")
         self.max_shift = max_shift
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, rng = self.rng_for(key)
         image = load_rgb(self.paths[index])
         crop = sample_crop(rng, image.width, image.height, self.scale, self.hflip)
         resize_to, corner = draw_shift(rng, self.max_shift, self.img_size)
@@ -189,8 +189,8 @@ class MultiCropDataset(PretrainDataset):
             return np.zeros(self.grid, dtype=bool)
         return block_mask(self.grid, int(round(rng.uniform(*self.mask_ratio) * total)), rng)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, rng = self.rng_for(key)
         image = load_rgb(self.paths[index])
         global_views = [
             self.view(image, rng, self.img_size, self.scale, blur_p, solarize_p)

@@ -30,6 +30,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,7 +41,7 @@ import torch
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from cgdmae.files import atomic_write
@@ -318,6 +319,21 @@ class _SigtermFlag:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+class _EpochKeys(Sampler):
+    """A sampler's indices as (epoch, index) keys: the dataset reads the epoch from the key, so
+    workers that persist across epochs (and never see ``set_epoch``) draw the right views."""
+
+    def __init__(self, sampler: Sampler[int], epoch: int) -> None:
+        self.sampler, self.epoch = sampler, epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 class _Run:
     """One call of :func:`train`: the objects a step needs and the progress to checkpoint."""
 
@@ -350,6 +366,8 @@ class _Run:
         self.scheduler = make_scheduler(self.optimizer, cfg, self.sampler.steps_per_epoch)
         self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
         self.progress = Progress()
+        self._persistent_loader: DataLoader | None = None
+        self._epoch_keys: _EpochKeys | None = None
         self.partial_row: dict[str, float] | None = None  # a mid-epoch step cap's log row
         seed_everything(cfg.seed + self.env.rank)  # distinct masking noise on each rank
         if self.checkpoint_path.exists() or previous_checkpoint(self.checkpoint_path).exists():
@@ -436,23 +454,42 @@ class _Run:
     def _mean_sums(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         return {k: float(v) for k, v in mean_over_ranks(sums, self.env).items()}
 
-    def train_epoch(self, epoch: int, sigterm: _SigtermFlag) -> None:
-        cfg, env, progress = self.cfg, self.env, self.progress
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        self.sampler.set_epoch(epoch, skip_batches=progress.batch_in_epoch)
+    def epoch_loader(self, epoch: int) -> DataLoader:
+        """This epoch's loader. A dataset that reads the epoch from its keys (``epoch_in_index``)
+        gets (epoch, index) keys and one loader whose workers persist across epochs; any other
+        gets a loader per epoch, whose workers are seeded from (seed, epoch, rank) (its
+        augmentations draw from the workers' torch RNG)."""
+        cfg, env = self.cfg, self.env
+        persistent = cfg.num_workers > 0 and getattr(self.dataset, "epoch_in_index", False)
+        self.sampler.set_epoch(epoch, skip_batches=self.progress.batch_in_epoch)
+        if persistent and self._persistent_loader is not None:
+            self._epoch_keys.epoch = epoch
+            return self._persistent_loader
+        sampler = self.sampler
+        if persistent:
+            self._epoch_keys = sampler = _EpochKeys(self.sampler, epoch)
         loader = DataLoader(
             self.dataset,
             batch_size=cfg.batch_size,
-            sampler=self.sampler,
+            sampler=sampler,
             num_workers=cfg.num_workers,
             pin_memory=env.device.type == "cuda",
             drop_last=True,
-            # worker seeds from (seed, epoch, rank), drawn without advancing the global RNG
+            persistent_workers=persistent,
+            # worker seeds drawn without advancing the global RNG
             generator=torch.Generator().manual_seed(
                 int(np.random.SeedSequence([cfg.seed, epoch, env.rank]).generate_state(1)[0])
             ),
         )
+        if persistent:
+            self._persistent_loader = loader
+        return loader
+
+    def train_epoch(self, epoch: int, sigterm: _SigtermFlag) -> None:
+        cfg, env, progress = self.cfg, self.env, self.progress
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        loader = self.epoch_loader(epoch)
         images_per_batch = cfg.batch_size * env.world_size
         # running sums of the logged values, continued from the checkpoint on a mid-epoch resume
         zero = torch.zeros((), dtype=torch.float64, device=env.device)
