@@ -91,3 +91,13 @@ def test_cli_writes_the_markdown_table(config, tmp_path):
     table = [line for line in text.splitlines() if line.startswith("| pre-training |")]
     assert len(table) == len(all_runs(config))
     assert "vps 10" in text and "on one 8-GPU node" in text
+
+
+def test_seed_spread_table_gives_each_columns_std_over_seeds_and_range_of_means():
+    from cgdmae.bench.seed_spread import markdown
+
+    rows = [{"column": "VFR top-1", "values": {"a": [10.0, 12.0, 14.0], "b": [20.0, 20.0, 20.0]}}]
+    table = markdown(rows, [0, 1, 2]).splitlines()
+    assert table[0].startswith("| column | a (seeds 0, 1, 2) | b (seeds 0, 1, 2) |")
+    # std of a is 2, of b 0 (mean 1.00); the means are 12 and 20 (range 8.00)
+    assert table[2] == "| VFR top-1 | 10.0 / 12.0 / 14.0 | 20.0 / 20.0 / 20.0 | 1.00 | 8.00 |"
