@@ -6,7 +6,9 @@ Times ``PretrainDataset.__getitem__`` (what each loader worker runs) over random
 given size, in one process with one torch thread, for MAE's fresh RandomResizedCrop and for a
 crop read from cached teacher targets; and says how many cores keep a GPU fed at ``--target``
 img/s (5,500: CGD-MAE ViT-B/16 on one H100, docs/benchmarks.md). Photos of vehicles crawled
-for a pool are typically 300-600 px wide, VeRi-776's crops about 200-400 px.
+for a pool are typically 300-600 px wide, VeRi-776's crops about 200-400 px. The fresh-crop
+loop runs again over the same images packed into tar shards (``cgdmae.data.shards``), to show
+what reading through a shard costs per image.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cgdmae.data import read_pool
+from cgdmae.data.shards import pack_pool
 from cgdmae.pretrain.data import PretrainDataset, TeacherTargets
 
 
@@ -36,6 +40,19 @@ def write_photos(folder: Path, n: int, width: int, height: int) -> list[Path]:
         paths.append(folder / f"{k:06d}.jpg")
         Image.fromarray(noisy).save(paths[-1], quality=90)
     return paths
+
+
+def sharded_copy(paths: list[Path], tmp: Path, shards: int = 4) -> list[Path]:
+    """The same images packed into tar shards, as paths through the shards."""
+    pool = tmp / "pool"
+    (pool / "images").mkdir(parents=True)
+    rows = ["image,caption"]
+    for path in paths:
+        (pool / "images" / path.name).symlink_to(path)
+        rows.append(f"images/{path.name},a car.")
+    (pool / "captions.csv").write_text("\n".join(rows) + "\n")
+    pack_pool(pool, tmp / "sharded", shards)
+    return [record.path for record in read_pool(tmp / "sharded")]
 
 
 def rate(dataset: PretrainDataset, passes: int) -> float:
@@ -64,6 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_photos(Path(tmp), args.images, args.width, args.height)
         fresh = rate(PretrainDataset(paths, img_size=size), args.passes)
+        sharded = rate(PretrainDataset(sharded_copy(paths, Path(tmp)), img_size=size), args.passes)
         n = len(paths)
         crops = torch.tensor([[0, 0, args.height, args.width, 1]] * n, dtype=torch.int32)
         cached = TeacherTargets([str(q) for q in paths], crops.view(n, 1, 5),
@@ -74,6 +92,7 @@ def main() -> None:
         "img": args.img,
         "fresh_crop_img_per_s_per_core": round(fresh, 1),
         "cached_view_img_per_s_per_core": round(views, 1),
+        "fresh_crop_from_shards_img_per_s_per_core": round(sharded, 1),
         "cores_for_target": round(args.target / min(fresh, views), 1),
         "target_img_per_s": args.target,
     }))  # fmt: skip

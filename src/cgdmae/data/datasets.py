@@ -6,6 +6,7 @@ naming it (the error survives DataLoader workers, see ``DatasetFormatError``).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -20,6 +21,7 @@ from torchvision.transforms import InterpolationMode, RandomErasing, RandomResiz
 
 from cgdmae.data.errors import DatasetFormatError
 from cgdmae.data.records import SegRecord
+from cgdmae.data.shards import read_member, split_member
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,7 +30,8 @@ SEG_IGNORE = 255  # the mask value no loss or metric counts
 
 def _open_decoded(path: str | Path, what: str) -> Image.Image:
     try:
-        with Image.open(path) as img:
+        source = io.BytesIO(read_member(path)) if split_member(path) else path
+        with Image.open(source) as img:
             img.load()  # decode now: PIL is lazy, a truncated file would fail later
             return img
     except FileNotFoundError:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from cgdmae.data.datasets import load_rgb
 from cgdmae.data.errors import DatasetFormatError
+from cgdmae.data.shards import members
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,10 +30,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def image_files(root: str | Path) -> list[Path]:
-    """Every image file under ``root`` (by suffix), sorted."""
-    return sorted(
-        p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    """Every image file under ``root`` (by suffix), those inside tar shards included, sorted."""
+    files = [p for p in Path(root).rglob("*") if p.is_file()]
+    inside = [m for p in files if p.suffix == ".tar" for m in members(p)]
+    return sorted(p for p in files + inside if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def decode_error(path: Path) -> str | None:

@@ -1,4 +1,5 @@
-"""The unlabeled pre-training pool (images/ + captions.csv) and curation manifests."""
+"""The unlabeled pre-training pool (images/ or tar shards/, + captions.csv) and curation
+manifests."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cgdmae.data.readers.common import (
 from cgdmae.data.records import (
     PoolRecord,
 )
+from cgdmae.data.shards import SHARDS_DIR, image_exists
 
 
 def read_pool(
@@ -23,11 +25,16 @@ def read_pool(
 ) -> list[PoolRecord]:
     """images/ + captions.csv (``image,caption``) + optional attributes.csv (hidden labels).
 
+    Or shards/ instead of images/: tar files whose images the CSVs name through the shard,
+    ``shards/00000.tar/images/1.jpg`` (``cgdmae.data.shards``; ``python -m cgdmae.data.shards``
+    packs a plain pool).
+
     attributes.csv (``image,color,type,model,identity,camera,viewpoint,track``) is for
     analysis only; its values stay strings, keyed by column.
     """
     root = require_root(root, "pre-training pool")
-    require_entry(root, "images/", "pre-training pool", "the images")
+    if not (root / SHARDS_DIR).is_dir():
+        require_entry(root, "images/", "pre-training pool", f"the images, or {SHARDS_DIR}/")
     captions = require_entry(root, "captions.csv", "pre-training pool", "image,caption rows")
     attributes: dict[str, dict[str, str]] = {}
     attributes_file = root / "attributes.csv"
@@ -43,7 +50,7 @@ def read_pool(
             )
         seen[name] = number
         path = root / name
-        if not path.is_file():
+        if not image_exists(path):
             raise DatasetFormatError(f"image {name} does not exist under {root}", captions, number)
         records.append(PoolRecord(path, row["caption"], attributes.get(name, {})))
     return checked_paths(records, check_images, skip_corrupt)
@@ -71,7 +78,7 @@ def read_manifest(csv_path: str | Path, root: str | Path | None = None) -> list[
             if flag in FALSE_WORDS:
                 continue
         path = root / row["path"]  # an absolute path replaces root
-        if not path.is_file():
+        if not image_exists(path):
             raise DatasetFormatError(f"image {row['path']} does not exist", csv_path, number)
         paths.append(path)
     return paths
