@@ -126,3 +126,15 @@ def test_check_data_decodes_the_images_inside_shards(pools, tmp_path):
     (broken / "images/x.jpg").unlink()
     count, bad = scan({"pool": {"path": str(broken)}})
     assert count == 1 and "bad.tar/images/x.jpg" in bad[0][1]
+
+
+def test_at_most_open_shards_descriptors_stay_open(pools, monkeypatch):
+    from cgdmae.data import shards
+
+    plain, sharded = pools
+    monkeypatch.setattr(shards, "OPEN_SHARDS", 2)
+    expected = [np.asarray(load_rgb(r.path)) for r in read_pool(plain)]
+    for _ in range(2):  # every shard in turn, twice: descriptors are closed and reopened
+        got = [np.asarray(load_rgb(r.path)) for r in read_pool(sharded)]
+        assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+        assert len(shards._open) <= 2

@@ -18,25 +18,45 @@ import csv
 import os
 import shutil
 import tarfile
+from collections import OrderedDict
 from pathlib import Path
 
 SHARDS_DIR = "shards"
 _shards: dict[str, _Shard] = {}
 
 
+OPEN_SHARDS = 64  # descriptors a process keeps open, the least recently read closed first
+_open: OrderedDict[str, int] = OrderedDict()
+_open_pid = os.getpid()
+
+
 class _Shard:
-    """A tar file's member index and this process's descriptor of it."""
+    """A tar file's member index (this process's; a forked worker inherits it)."""
 
     def __init__(self, path: str):
         with tarfile.open(path) as tar:  # headers only: it seeks over the data
             self.members = {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
-        self.path, self.pid, self.fd = path, os.getpid(), os.open(path, os.O_RDONLY)
+        self.path = path
 
     def read(self, member: str) -> bytes:
-        if self.pid != os.getpid():  # a forked worker opens its own
-            self.pid, self.fd = os.getpid(), os.open(self.path, os.O_RDONLY)
         offset, size = self.members[member]
-        return os.pread(self.fd, size, offset)
+        return os.pread(_descriptor(self.path), size, offset)
+
+
+def _descriptor(path: str) -> int:
+    """This process's descriptor of ``path``: a forked worker opens its own (a shared one
+    would be fine for pread, but the parent may close it), and at most OPEN_SHARDS stay open."""
+    global _open_pid
+    if _open_pid != os.getpid():
+        _open.clear()  # the parent's; closing them here would not free the parent's
+        _open_pid = os.getpid()
+    fd = _open.pop(path, None)
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY)
+    while len(_open) >= OPEN_SHARDS:
+        os.close(_open.popitem(last=False)[1])
+    _open[path] = fd
+    return fd
 
 
 def split_member(path: str | Path) -> tuple[str, str] | None:
