@@ -25,6 +25,7 @@ from cgdmae.pretrain.cards import method_card, method_cards
 # the workflow's schema, beside the package in a checkout (the workflow needs the checkout)
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SYNTHETIC_ROOT = "results/data/synthetic"
+DRAFT_SUFFIX = "_draft"  # a target store's file name, when its views were decoded reduced
 SYNTHETIC_DATASETS = ("veri776", "vehicleid", "veriwild", "vfr", "vps", "pool")
 
 
@@ -43,6 +44,7 @@ OPTIONAL_PRETRAIN_KEYS = (
     "max_steps",
     "cached_crops",
     "cache_views",
+    "decode_draft",
 )
 
 # names from the config (datasets, teachers, runs, ablations) become path parts under results/
@@ -439,13 +441,14 @@ def cached_views(config: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str
         teacher = spec["cached_crops"]
     else:
         return None
-    return {
+    views = {
         "teacher": teacher,
         "dataset": spec["dataset"],
         "views": spec.get("cache_views", config["teachers"][teacher]["cache_views"]),
         "img_size": list(spec["model"]["img_size"]),
         "crop_scale": list(spec["crop_scale"]),
     }
+    return views | ({"draft": True} if spec.get("decode_draft") else {})
 
 
 def targets_file(config: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
@@ -466,9 +469,10 @@ def targets_file(config: Mapping[str, Any], spec: Mapping[str, Any]) -> str | No
         and {k: v for k, v in other.items() if k != "views"} == crops
     )
     (height, width), (smin, smax) = views["img_size"], views["crop_scale"]
+    decode = DRAFT_SUFFIX if views.get("draft") else ""
     return (
         f"results/teacher/{views['teacher']}/targets/{views['dataset']}/"
-        f"k{most}_{height}x{width}_s{smin:g}-{smax:g}.pt"
+        f"k{most}_{height}x{width}_s{smin:g}-{smax:g}{decode}.pt"
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from cgdmae.cluster import slurm_resources
 from cgdmae.config import (
     ConfigError,
+    DRAFT_SUFFIX,
     SYNTHETIC_DATASETS,
     SYNTHETIC_ROOT,
     ablation_runs,
@@ -220,7 +221,7 @@ def teacher_targets_inputs(wildcards):
         }
     stem = (
         f"results/teacher/{wildcards.teacher}/targets/{wildcards.dataset}/k{wildcards.views}_"
-        f"{wildcards.height}x{wildcards.width}_s{wildcards.smin}-{wildcards.smax}"
+        f"{wildcards.height}x{wildcards.width}_s{wildcards.smin}-{wildcards.smax}{wildcards.decode}"
     )
     return {"shards": [f"{stem}.shard{i}of{shards}.pt" for i in range(shards)]}
 

@@ -26,9 +26,9 @@ rule teacher_targets:
     input:
         unpack(teacher_targets_inputs),
     output:
-        "results/teacher/{teacher}/targets/{dataset}/k{views}_{height}x{width}_s{smin}-{smax}.pt",
+        "results/teacher/{teacher}/targets/{dataset}/k{views}_{height}x{width}_s{smin}-{smax}{decode}.pt",
     log:
-        "logs/teacher/{teacher}_targets_{dataset}_k{views}_{height}x{width}_s{smin}-{smax}.log",
+        "logs/teacher/{teacher}_targets_{dataset}_k{views}_{height}x{width}_s{smin}-{smax}{decode}.log",
     wildcard_constraints:
         dataset="[^/]+",
         views=r"\d+",
@@ -36,6 +36,7 @@ rule teacher_targets:
         width=r"\d+",
         smin=r"[0-9.]+",
         smax=r"[0-9.]+",
+        decode=f"(|{DRAFT_SUFFIX})",
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
@@ -56,9 +57,9 @@ rule teacher_target_shard:
         teacher="results/teacher/{teacher}/model",
         images=lambda wildcards: image_source(wildcards.dataset),
     output:
-        "results/teacher/{teacher}/targets/{dataset}/k{views}_{height}x{width}_s{smin}-{smax}.shard{shard}of{shards}.pt",
+        "results/teacher/{teacher}/targets/{dataset}/k{views}_{height}x{width}_s{smin}-{smax}{decode}.shard{shard}of{shards}.pt",
     log:
-        "logs/teacher/{teacher}_targets_{dataset}_k{views}_{height}x{width}_s{smin}-{smax}.shard{shard}of{shards}.log",
+        "logs/teacher/{teacher}_targets_{dataset}_k{views}_{height}x{width}_s{smin}-{smax}{decode}.shard{shard}of{shards}.log",
     wildcard_constraints:
         dataset="[^/]+",
         views=r"\d+",
@@ -66,6 +67,7 @@ rule teacher_target_shard:
         width=r"\d+",
         smin=r"[0-9.]+",
         smax=r"[0-9.]+",
+        decode=f"(|{DRAFT_SUFFIX})",
         shard=r"\d+",
         shards=r"\d+",
     conda:

@@ -1,6 +1,7 @@
 """Cache the teacher's embeddings of K fixed augmented views per pre-training image: all of
 them, one shard of them, or join the shards into the store."""
 
+from cgdmae.config import DRAFT_SUFFIX
 from cgdmae.pretrain.run import training_images
 from cgdmae.teacher.clip import load_teacher
 from cgdmae.teacher.targets import cache_teacher_targets, gather_teacher_targets
@@ -23,5 +24,6 @@ with rule_logging(snakemake.log[0]) as log:
             num_workers=max(0, int(snakemake.resources.get("cpus_per_task", 1)) - 1),
             shard=shard,
             shards=shards,
+            draft=snakemake.wildcards.decode == DRAFT_SUFFIX,
         )
     log.info("wrote %s", snakemake.output[0])

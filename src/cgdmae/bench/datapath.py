@@ -8,7 +8,8 @@ crop read from cached teacher targets; and says how many cores keep a GPU fed at
 img/s (5,500: CGD-MAE ViT-B/16 on one H100, docs/benchmarks.md). Photos of vehicles crawled
 for a pool are typically 300-600 px wide, VeRi-776's crops about 200-400 px. The fresh-crop
 loop runs again over the same images packed into tar shards (``cgdmae.data.shards``), to show
-what reading through a shard costs per image.
+what reading through a shard costs per image, and with ``decode_draft`` (each JPEG decoded at
+the largest 1/2^k at which its crop still spans the output).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_photos(Path(tmp), args.images, args.width, args.height)
         fresh = rate(PretrainDataset(paths, img_size=size), args.passes)
+        draft = rate(PretrainDataset(paths, img_size=size, draft=True), args.passes)
         sharded = rate(PretrainDataset(sharded_copy(paths, Path(tmp)), img_size=size), args.passes)
         n = len(paths)
         crops = torch.tensor([[0, 0, args.height, args.width, 1]] * n, dtype=torch.int32)
@@ -93,6 +95,7 @@ def main() -> None:
         "fresh_crop_img_per_s_per_core": round(fresh, 1),
         "cached_view_img_per_s_per_core": round(views, 1),
         "fresh_crop_from_shards_img_per_s_per_core": round(sharded, 1),
+        "fresh_crop_decode_draft_img_per_s_per_core": round(draft, 1),
         "cores_for_target": round(args.target / min(fresh, views), 1),
         "target_img_per_s": args.target,
     }))  # fmt: skip

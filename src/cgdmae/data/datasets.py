@@ -28,10 +28,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SEG_IGNORE = 255  # the mask value no loss or metric counts
 
 
-def _open_decoded(path: str | Path, what: str) -> Image.Image:
+def _open_decoded(
+    path: str | Path, what: str, reduce: Callable[[int, int], int] | None = None
+) -> Image.Image:
     try:
         source = io.BytesIO(read_member(path)) if split_member(path) else path
         with Image.open(source) as img:
+            factor = reduce(*img.size) if reduce is not None else 1
+            if factor > 1 and img.format == "JPEG":
+                width, height = img.size  # draft's scale is min(width // w, height // h)
+                img.draft(None, (width // factor, height // factor))
             img.load()  # decode now: PIL is lazy, a truncated file would fail later
             return img
     except FileNotFoundError:
@@ -40,9 +46,13 @@ def _open_decoded(path: str | Path, what: str) -> Image.Image:
         raise DatasetFormatError(f"corrupt or truncated {what} ({exc})", path) from None
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image fully as RGB; a missing, truncated or corrupt file names its path."""
-    return _open_decoded(path, "image").convert("RGB")
+def load_rgb(path: str | Path, reduce: Callable[[int, int], int] | None = None) -> Image.Image:
+    """Decode an image as RGB; a missing, truncated or corrupt file names its path.
+
+    ``reduce(width, height)``, called with the stored size before decoding, may ask for a JPEG
+    to be decoded at 1/2, 1/4 or 1/8 of it (libjpeg's DCT scaling, PIL's ``draft``): the
+    returned image is then that much smaller. Other formats decode in full."""
+    return _open_decoded(path, "image", reduce).convert("RGB")
 
 
 def load_mask(path: str | Path) -> Image.Image:

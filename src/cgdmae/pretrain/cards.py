@@ -25,7 +25,8 @@ UNUSED_DECODER = (
     "model.decoder_heads",
     "model.norm_pix_loss",
 )
-OWN_VIEWS = ("cached_crops", "cache_views")  # methods that make their own views ignore these
+# methods that make their own views ignore these
+OWN_VIEWS = ("cached_crops", "cache_views", "decode_draft")
 TRAINING_KEYS = (
     "dataset",
     "mask_ratio",

@@ -15,7 +15,7 @@ also what the cache was computed from, so both modes give the teacher the same p
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -94,9 +94,48 @@ def crop_image(image: Image.Image, crop: Crop, size: tuple[int, int]) -> Image.I
     return TF.hflip(out) if crop.flip else out
 
 
-def apply_crop(image: Image.Image, crop: Crop, size: tuple[int, int]) -> torch.Tensor:
-    """:func:`crop_image` as a [0, 1] float tensor."""
-    return TF.to_tensor(crop_image(image, crop, size))
+def apply_crop(
+    image: Image.Image, crop: Crop, size: tuple[int, int], factor: int = 1
+) -> torch.Tensor:
+    """:func:`crop_image` as a [0, 1] float tensor. ``crop`` is in the stored image's pixels;
+    on an image decoded at 1/``factor`` of them (:func:`load_for_crops`) its box scales with
+    them, and the crop is resampled (bicubic) from the reduced pixels."""
+    if factor == 1:
+        return TF.to_tensor(crop_image(image, crop, size))
+    box = (crop.left, crop.top, crop.left + crop.width, crop.top + crop.height)
+    out = image.resize((size[1], size[0]), Image.Resampling.BICUBIC,
+                       box=tuple(v / factor for v in box))  # fmt: skip
+    return TF.to_tensor(TF.hflip(out) if crop.flip else out)
+
+
+def draft_factor(crop: Crop, size: tuple[int, int]) -> int:
+    """The JPEG reduction (1, 2, 4 or 8) a crop may be decoded at: the largest at which it
+    still spans at least ``size`` pixels both ways, so the resize to ``size`` still shrinks
+    it. libjpeg's DCT scaling averages the pixels the bicubic resize would blend anyway; the
+    view is close to, not bit-equal to, a full decode's."""
+    for factor in (8, 4, 2):
+        if crop.height >= size[0] * factor and crop.width >= size[1] * factor:
+            return factor
+    return 1
+
+
+def load_for_crop(
+    path: str | Path, draw: Callable[[int, int], Crop], size: tuple[int, int], draft: bool
+) -> tuple[Image.Image, Crop, int, tuple[int, int]]:
+    """Decode ``path`` for the crop ``draw(width, height)`` picks from its stored size: the
+    image, the crop, the reduction it was decoded at and the stored size. With ``draft`` a
+    JPEG is decoded at the crop's :func:`draft_factor`, a function of the crop alone, so the
+    teacher-target job and the student decode a cached view alike; else (or for a PNG) in
+    full, factor 1."""
+    drawn: list[Any] = []
+
+    def reduce(width: int, height: int) -> int:
+        drawn.extend([draw(width, height), (width, height)])
+        return draft_factor(drawn[0], size) if draft else 1
+
+    image = load_rgb(path, reduce)
+    crop, (width, height) = drawn
+    return image, crop, round(width / image.width), (width, height)
 
 
 def normalize(images01: torch.Tensor) -> torch.Tensor:
@@ -120,6 +159,7 @@ class TeacherTargets:
     # the student's resolution and crop-scale range the views were made for (absent in old caches)
     img_size: tuple[int, int] | None = None
     scale: tuple[float, float] | None = None
+    draft: bool = False  # the views were decoded at their crops' JPEG reductions
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherTargets:
@@ -134,6 +174,7 @@ class TeacherTargets:
             if "img_size" in data:
                 targets.img_size = tuple(int(v) for v in data["img_size"])
                 targets.scale = tuple(float(v) for v in data["scale"])
+            targets.draft = bool(data.get("draft", False))
         except (OSError, KeyError, TypeError, RuntimeError, EOFError) as exc:
             raise DatasetFormatError(f"not a readable teacher-target cache ({exc})", path) from None
         n = len(targets.paths)
@@ -173,8 +214,10 @@ class PretrainDataset(Dataset):
         seed: int = 0,
         targets: TeacherTargets | None = None,
         targets_file: str | Path | None = None,
+        draft: bool = False,
     ):
         self.paths = [Path(p) for p in paths]
+        self.draft = draft
         self.img_size, self.scale, self.hflip, self.seed = (
             tuple(img_size),
             tuple(scale),
@@ -193,6 +236,13 @@ class PretrainDataset(Dataset):
                 f"teacher targets were made for img_size {list(targets.img_size)} and crop_scale "
                 f"{list(targets.scale)}; this run crops at img_size {list(self.img_size)} and "
                 f"crop_scale {list(self.scale)}: its targets must be cached for its own crops",
+                source,
+            )
+        if targets.draft != self.draft:
+            made, run = ("reduced", "full") if targets.draft else ("full", "reduced")
+            raise DatasetFormatError(
+                f"teacher targets were made from {made}-size JPEG decodes; this run decodes at "
+                f"{run} size (pretrain.decode_draft): the student must see the teacher's pixels",
                 source,
             )
         if len(targets.paths) != len(self.paths):
@@ -237,20 +287,27 @@ class PretrainDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, rng = self.rng_for(key)
-        image = load_rgb(self.paths[index])
         item: dict[str, Any] = {"index": index}
         if self.targets is not None:
             view = int(rng.integers(self.targets.crops.shape[1]))
             top, left, height, width, flip = (int(v) for v in self.targets.crops[index, view])
-            if top < 0 or left < 0 or top + height > image.height or left + width > image.width:
+            cached = Crop(top, left, height, width, bool(flip))
+            item["teacher_embed"] = self.targets.embeds[index, view].float()
+            image, crop, factor, (full_w, full_h) = load_for_crop(
+                self.paths[index], lambda w, h: cached, self.img_size, self.draft
+            )
+            if top < 0 or left < 0 or top + height > full_h or left + width > full_w:
                 raise DatasetFormatError(
                     f"cached crop (top {top}, left {left}, {height}x{width}) of image {index} "
-                    f"view {view} lies outside {self.paths[index]} ({image.height}x{image.width})",
+                    f"view {view} lies outside {self.paths[index]} ({full_h}x{full_w})",
                     self.targets_file,
                 )
-            crop = Crop(top, left, height, width, bool(flip))
-            item["teacher_embed"] = self.targets.embeds[index, view].float()
         else:
-            crop = sample_crop(rng, image.width, image.height, self.scale, self.hflip)
-        item["image"] = normalize(apply_crop(image, crop, self.img_size))
+            image, crop, factor, _ = load_for_crop(
+                self.paths[index],
+                lambda w, h: sample_crop(rng, w, h, self.scale, self.hflip),
+                self.img_size,
+                self.draft,
+            )
+        item["image"] = normalize(apply_crop(image, crop, self.img_size, factor))
         return item

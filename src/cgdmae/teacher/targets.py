@@ -17,10 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from cgdmae.data import load_rgb
 from cgdmae.files import atomic_write, chunk_starts
 from cgdmae.models import atomic_save
-from cgdmae.pretrain.data import apply_crop, sample_crop
+from cgdmae.pretrain.data import Crop, apply_crop, draft_factor, load_for_crop, sample_crop
 from cgdmae.teacher.clip import Teacher
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,11 @@ log = logging.getLogger(__name__)
 
 class TargetViews(Dataset):
     """The K fixed views of each image, decoded in loader workers. A view's crop is drawn from
-    (seed, image, view) alone, so the views do not depend on the worker count or order."""
+    (seed, image, view) alone, so the views do not depend on the worker count or order.
+
+    With ``draft`` each view is cut from the image decoded at its own crop's JPEG reduction,
+    as the student decodes it (``PretrainDataset(draft=True)``): one decode per reduction the
+    views need."""
 
     def __init__(
         self,
@@ -38,22 +41,40 @@ class TargetViews(Dataset):
         scale: tuple[float, float],
         seed: int,
         hflip: bool = True,
+        draft: bool = False,
     ):
         self.paths, self.views, self.img_size = list(paths), views, tuple(img_size)
-        self.scale, self.seed, self.hflip = tuple(scale), seed, hflip
+        self.scale, self.seed, self.hflip, self.draft = tuple(scale), seed, hflip, draft
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-        image = load_rgb(self.paths[i])
-        rows, views = [], []
-        for k in range(self.views):
-            rng = np.random.default_rng([self.seed, 7919, i, k])
-            crop = sample_crop(rng, image.width, image.height, self.scale, self.hflip)
-            rows.append(crop.as_row())
-            views.append(apply_crop(image, crop, self.img_size))
-        return i, torch.tensor(rows, dtype=torch.int32), torch.stack(views)
+        crops: list[Crop] = []
+
+        def draw(width: int, height: int) -> Crop:
+            for k in range(self.views):
+                rng = np.random.default_rng([self.seed, 7919, i, k])
+                crops.append(sample_crop(rng, width, height, self.scale, self.hflip))
+            return crops[0]
+
+        image, _, factor, _ = load_for_crop(self.paths[i], draw, self.img_size, self.draft)
+        decoded = {self._reduction(crops[0]): (image, factor)}
+        views = []
+        for crop in crops:
+            wanted = self._reduction(crop)
+            if wanted not in decoded:
+                image, _, factor, _ = load_for_crop(
+                    self.paths[i], lambda w, h, crop=crop: crop, self.img_size, self.draft
+                )
+                decoded[wanted] = (image, factor)
+            image, factor = decoded[wanted]
+            views.append(apply_crop(image, crop, self.img_size, factor))
+        rows = torch.tensor([crop.as_row() for crop in crops], dtype=torch.int32)
+        return i, rows, torch.stack(views)
+
+    def _reduction(self, crop: Crop) -> int:
+        return draft_factor(crop, self.img_size) if self.draft else 1
 
 
 def cache_teacher_targets(
@@ -71,8 +92,11 @@ def cache_teacher_targets(
     chunk_batches: int = 64,
     shard: int = 0,
     shards: int = 1,
+    draft: bool = False,
 ) -> None:
     """For K fixed augmented views per image: the crop and the teacher's unit-norm embedding.
+    With ``draft``, each view is decoded at its crop's JPEG reduction, as a run with
+    ``decode_draft`` decodes it (the store then records ``draft``).
 
     Saved as ``{"paths", "crops": int32 [N, K, 5] (top, left, height, width, flip),
     "embeds": float16 [N, K, C], "views"}``. The teacher sees the crop at the student's
@@ -93,10 +117,11 @@ def cache_teacher_targets(
     partial = out_path.with_name(out_path.name + ".partial")
     per_batch = max(1, batch_size // views)
     chunk, starts = chunk_starts(len(paths), per_batch, chunk_batches, shard, shards)
-    identity = _targets_identity(teacher, paths, views, img_size, scale, seed, hflip, per_batch,
-                                 chunk)  # fmt: skip
-    _clear_unless(partial, identity)
-    dataset = TargetViews(paths, views, img_size, scale, seed, hflip)
+    settings = (views, img_size, scale, seed, hflip, per_batch, chunk) + (
+        ("draft",) if draft else ()
+    )
+    _clear_unless(partial, _targets_identity(teacher, paths, *settings))
+    dataset = TargetViews(paths, views, img_size, scale, seed, hflip, draft)
     device = teacher.mean.device
     for start in tqdm(starts, desc="teacher targets", unit="chunk", disable=None):
         target = partial / f"{start:09d}.pt"
@@ -123,7 +148,7 @@ def cache_teacher_targets(
         "views": views,
         "img_size": [int(v) for v in img_size],
         "scale": [float(v) for v in scale],
-    }
+    } | ({"draft": True} if draft else {})
     chunks = [torch.load(partial / f"{start:09d}.pt", weights_only=True) for start in starts]
     if shards == 1:
         _save_store(store, chunks, out_path)
@@ -136,7 +161,8 @@ def gather_teacher_targets(shard_files: Sequence[str | Path], out_path: str | Pa
     """One store from the shard files of ``cache_teacher_targets(shard=i, shards=n)``: the file
     one job over all the images writes, bit for bit (the same chunks, the same batches)."""
     parts = [torch.load(f, weights_only=True) for f in shard_files]
-    settings = [{k: p[k] for k in ("paths", "views", "img_size", "scale")} for p in parts]
+    keys = ("paths", "views", "img_size", "scale", "draft")
+    settings = [{k: p[k] for k in keys if k in p} for p in parts]
     count = len(parts)
     got = sorted(tuple(p["shard"]) for p in parts)
     if got != [(i, count) for i in range(count)] or any(s != settings[0] for s in settings):

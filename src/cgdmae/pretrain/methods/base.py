@@ -81,6 +81,7 @@ class PretrainMethod(nn.Module):
             seed=seed,
             targets=targets,
             targets_file=targets_file,
+            draft=spec.get("decode_draft", False),
         )
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:  # pragma: no cover
