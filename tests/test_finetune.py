@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from cgdmae.config import validate_config
@@ -688,10 +687,12 @@ def test_paper_vps_recipe_is_upernet_without_pad_or_erasing():
 
 
 def test_a_task_defined_in_a_test_fine_tunes_and_gets_its_columns(data, tmp_path, monkeypatch):
-    """A task is its card and its class: a linear probe on image-folder data, defined here
-    alone, fine-tunes through run_finetune and gets table columns, with no edit to the package."""
+    """A task is its card and its class: the plugin test's linear probe on image-folder data
+    (tests/test_plugins.py), registered here, fine-tunes through run_finetune and gets table
+    columns, with no edit to the package."""
+    from test_plugins import LinearProbe
+
     from cgdmae.finetune import cards, tasks
-    from cgdmae.finetune.evaluate import evaluate_top1
     from cgdmae.report.tables import columns_for
 
     monkeypatch.setattr(cards, "_CARDS", cards._CARDS.copy())
@@ -700,29 +701,7 @@ def test_a_task_defined_in_a_test_fine_tunes_and_gets_its_columns(data, tmp_path
         cards.TaskCard("probe", ("image_folder",), (("top1", "acc"),), "Probe")
     )
 
-    @tasks.register_task("probe")
-    class LinearProbe(tasks.FinetuneTask):
-        def __init__(self, backbone, num_classes):
-            super().__init__()
-            self.model = tasks.ClassifierNet(backbone.requires_grad_(False), num_classes)
-
-        @classmethod
-        def read_data(cls, fmt, root, spec):
-            return tasks.vfr_data(root)
-
-        @classmethod
-        def build(cls, backbone, data, spec):
-            return cls(backbone, data.num_classes["classes"])
-
-        def forward(self, batch):
-            return {"loss": F.cross_entropy(self.model(batch["image"]), batch["label"])}
-
-        @torch.no_grad()
-        def predict(self, images):
-            return self.model(images)
-
-        def evaluate_protocol(self, test, data, loader, spec, device, seed):
-            return evaluate_top1(self, test, loader, device)
+    tasks.register_task("probe")(LinearProbe)
 
     out = tmp_path / "metrics.json"
     record = run_finetune("probe", dataset(data, "vfr"), data / "encoder.pth", MODEL,
