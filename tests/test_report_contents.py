@@ -69,3 +69,20 @@ def test_report_opened_without_a_config_shows_what_it_finds(tmp_path, notebook):
     text = html.read_text()
     assert "feedbeef" in text and "deadbeef" in text and "other_run" in text
     assert "other_ablation_row" in text
+
+
+def test_tables_report_the_smallest_test_list_whatever_the_files_key_order():
+    """metrics.json is written with sorted keys (test1600, test2400, test800): VehicleID's
+    column is still its 800 list, VERI-Wild's its 3000 list, VeRi-776's its one test set."""
+    from cgdmae.report.tables import columns_for, primary_protocol
+
+    record = json.loads(json.dumps({
+        "metrics": {"test800": {"rank1": 0.3}, "test1600": {"rank1": 0.2}, "test2400": {"rank1": 0.1}},
+        "per_seed": {"0": {"test800": {"rank1": 0.3}, "test1600": {"rank1": 0.2},
+                           "test2400": {"rank1": 0.1}}},
+    }, sort_keys=True))  # fmt: skip
+    assert list(record["metrics"]) == ["test1600", "test2400", "test800"]
+    r1 = next(c for c in columns_for([("reid", "vehicleid")]) if c.metric == "rank1")
+    assert r1.values(record) == [30.0]
+    assert primary_protocol(["test10000", "test3000", "test5000"]) == "test3000"
+    assert primary_protocol(["test"]) == "test"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +41,21 @@ class Column:
     label: str
 
     def values(self, record: Mapping[str, Any]) -> list[float]:
-        """The metric of each seed (%), from the dataset's first protocol (VeRi: test;
-        VehicleID: the 800 list)."""
+        """The metric of each seed (%), from the dataset's primary protocol."""
         runs = record.get("per_seed", {"0": record["metrics"]}).values()
-        return [100 * float(m[next(iter(m))][self.metric]) for m in runs]
+        return [100 * float(m[primary_protocol(m)][self.metric]) for m in runs]
+
+
+def primary_protocol(protocols: Iterable[str]) -> str:
+    """The test protocol a table reports: the only one (VeRi-776: ``test``), or the smallest
+    test list (VehicleID's ``test800``, VERI-Wild's ``test3000``), as papers do. Never the
+    first key: metrics.json is written with sorted keys, ``test1600`` before ``test800``."""
+
+    def size(name: str) -> tuple[int, str]:
+        digits = re.sub(r"\D", "", name)
+        return (int(digits) if digits else 0, name)
+
+    return min(protocols, key=size)
 
 
 @dataclass
@@ -194,12 +206,12 @@ def ablation_frame(table: Table) -> Any:
 
 
 def cmc_frame(records: Mapping[tuple[str, str], Mapping[str, Any]]) -> Any:
-    """CMC points of each (run, dataset) ReID record's first protocol, in %."""
+    """CMC points of each (run, dataset) ReID record's primary protocol, in %."""
     import pandas as pd
 
     rows = []
     for (run, dataset), record in records.items():
-        first = next(iter(record["metrics"].values()))
+        first = record["metrics"][primary_protocol(record["metrics"])]
         for rank, value in enumerate(first.get("cmc", []), start=1):
             rows.append({"run": run, "dataset": DATASET_NAMES.get(dataset, dataset),
                          "rank": rank, "cmc": 100 * value})  # fmt: skip
