@@ -85,7 +85,7 @@ scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
 until_ok 180 bash -c 'sinfo -h -n localhost -o %t | grep -qE "idle|mix|alloc"'
 # Jobs left over from an earlier run (a rehearsal whose snakemake was killed) would hold the
 # node's GPUs, and the next run's jobs would pend until its timeout: refuse, naming them.
-live=$(squeue -h -t PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED -o "%i %T %j" || true)
+live=$(squeue -h -t PENDING,RUNNING,CONFIGURING,SUSPENDED -o "%i %T %j" || true)  # COMPLETING ones free up by themselves
 if [ -n "$live" ]; then
   {
     echo "single_node.sh: the test Slurm still has jobs from an earlier run, which would hold its resources:"
