@@ -129,7 +129,7 @@ def test_a_plugin_that_cannot_load_is_named_by_its_key(tmp_path, monkeypatch):
     from cgdmae import plugins
     from cgdmae.config import ConfigError, validate_config
 
-    monkeypatch.setattr(plugins, "_loaded", {})
+    monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.delenv(plugins.ENV, raising=False)
     config = yaml.safe_load(plugin_config(tmp_path).read_text())
     schema = ROOT / "workflow/schemas/config.schema.yaml"
@@ -148,7 +148,7 @@ def test_a_plugin_is_loaded_into_the_registries_and_its_section_validated(tmp_pa
     from cgdmae import plugins
     from cgdmae.config import ConfigError, run_spec, task_names, validate_config
 
-    monkeypatch.setattr(plugins, "_loaded", {})
+    monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.setenv(plugins.ENV, "")  # restored after the test, whatever loading sets
     monkeypatch.setattr(method_cards, "_CARDS", method_cards._CARDS.copy())
     monkeypatch.setattr(base, "_METHODS", base._METHODS.copy())

@@ -89,31 +89,32 @@ def _describe(error: Any) -> str:
 def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
     """Load the config's plugins, then validate ``config`` in place against the schema (with
     the sections the registries add), fill defaults, then run semantic checks."""
-    from snakemake.utils import validate
-
     _load_config_plugins(config)
     schema = config_schema(schema_path)
-    with tempfile.TemporaryDirectory() as tmp:  # Snakemake's validate reads a file
-        schema_file = Path(tmp) / "config.schema.yaml"
-        schema_file.write_text(yaml.safe_dump(schema, sort_keys=False))
-        try:
-            validate(config, str(schema_file))
-        except Exception as exc:  # snakemake wraps jsonschema errors in WorkflowError
-            raise ConfigError(_first_schema_error(config, schema) or str(exc)) from None
+    try:
+        _fill_defaults(config, schema)
+    except Exception as exc:  # snakemake wraps jsonschema errors in WorkflowError
+        raise ConfigError(_first_schema_error(config, schema) or str(exc)) from None
     check_config(config)
     _check_run_values(config, schema)
     return config
 
 
-@functools.cache
-def _schema_defaults(schema_path: str) -> str:
+def _fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Snakemake's ``validate`` (which fills the defaults in place) against ``schema``; it
+    reads a schema from a file, so the assembled one is written to a temporary one."""
     from snakemake.utils import validate
 
-    config: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         schema_file = Path(tmp) / "config.schema.yaml"
-        schema_file.write_text(yaml.safe_dump(config_schema(schema_path), sort_keys=False))
+        schema_file.write_text(yaml.safe_dump(schema, sort_keys=False))
         validate(config, str(schema_file))
+
+
+@functools.cache
+def _schema_defaults(schema_path: str) -> str:
+    config: dict[str, Any] = {}
+    _fill_defaults(config, config_schema(schema_path))
     return json.dumps(config)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 ENV = "CGDMAE_PLUGINS"
-_loaded: dict[str, ModuleType | None] = {}  # None while it loads
+_loaded: set[str] = set()  # resolved entries, added before the import
 
 
 class PluginError(ValueError):
@@ -47,35 +47,30 @@ def _import(entry: str) -> ModuleType:
     return module
 
 
-def load_plugins(entries: Sequence[str], export: bool = True) -> list[str]:
+def load_plugins(entries: Sequence[str], export: bool = True) -> None:
     """Import each entry once per process and call its ``register()``; with ``export``, set
-    ``CGDMAE_PLUGINS`` so that child processes load them too. Returns the resolved entries."""
+    ``CGDMAE_PLUGINS`` so that child processes load them too."""
     resolved = [_resolve(entry) for entry in entries]
     for index, (entry, key) in enumerate(zip(entries, resolved, strict=True)):
         if key in _loaded:
             continue
         # marked first: a registry lookup while the plugin imports or registers (a module it
         # imports may look one up) must not load it a second time
-        _loaded[key] = None
+        _loaded.add(key)
         try:
-            module = _import(key)
-            register = getattr(module, "register", None)
-            if not callable(register):
-                raise PluginError(index, entry, "it has no register() function")
-        except PluginError:
-            del _loaded[key]
-            raise
+            register = getattr(_import(key), "register", None)
         except Exception as exc:  # any import failure is the plugin's, named as such
-            del _loaded[key]
+            _loaded.discard(key)
             raise PluginError(index, entry, f"cannot import it: {exc}") from exc
-        _loaded[key] = module
+        if not callable(register):
+            _loaded.discard(key)
+            raise PluginError(index, entry, "it has no register() function")
         register()
     if export:
         if resolved:
             os.environ[ENV] = os.pathsep.join(resolved)
         else:
             os.environ.pop(ENV, None)
-    return resolved
 
 
 def load_exported() -> None:

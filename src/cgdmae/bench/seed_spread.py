@@ -33,8 +33,9 @@ def spread(config: dict[str, Any], runs: list[str], seeds: list[int], results: P
         records = {}
         for run in runs:
             out = work / run / recipe / dataset / "metrics.json"
-            if out.is_file() and json.loads(out.read_text())["seeds"] == seeds:
-                records[run] = json.loads(out.read_text())
+            done = json.loads(out.read_text()) if out.is_file() else None
+            if done is not None and done["seeds"] == seeds:
+                records[run] = done
                 continue
             records[run] = run_finetune(
                 split_recipe(recipe)[0],

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
-import shutil
 import tarfile
 from collections import OrderedDict
 from pathlib import Path
 
+from cgdmae.files import atomic_write, write_text
+
 SHARDS_DIR = "shards"
-_shards: dict[str, _Shard] = {}
-
-
 OPEN_SHARDS = 64  # descriptors a process keeps open, the least recently read closed first
 _open: OrderedDict[str, int] = OrderedDict()
 _open_pid = os.getpid()
+_shards: dict[str, _Shard] = {}  # member indexes by tar path
 
 
 class _Shard:
@@ -75,12 +75,18 @@ def _shard(tar_path: str) -> _Shard:
     return shard
 
 
-def member_exists(path: str | Path) -> bool:
-    """Whether ``path`` names a file inside an existing tar shard."""
+def _locate(path: str | Path) -> tuple[_Shard, str] | None:
+    """The shard and member name of a path through an existing shard holding that member."""
     where = split_member(path)
     if where is None or not os.path.isfile(where[0]):
-        return False
-    return where[1] in _shard(where[0]).members
+        return None
+    shard = _shard(where[0])
+    return (shard, where[1]) if where[1] in shard.members else None
+
+
+def member_exists(path: str | Path) -> bool:
+    """Whether ``path`` names a file inside an existing tar shard."""
+    return _locate(path) is not None
 
 
 def members(tar_path: str | Path) -> list[Path]:
@@ -96,19 +102,17 @@ def image_exists(path: str | Path) -> bool:
 def read_member(path: str | Path) -> bytes:
     """The bytes of an image inside a shard; FileNotFoundError when the shard or the member
     does not exist."""
-    where = split_member(path)
-    if where is None or not os.path.isfile(where[0]):
+    found = _locate(path)
+    if found is None:
         raise FileNotFoundError(path)
-    shard = _shard(where[0])
-    if where[1] not in shard.members:
-        raise FileNotFoundError(path)
-    return shard.read(where[1])
+    shard, member = found
+    return shard.read(member)
 
 
 def pack_pool(src: str | Path, dst: str | Path, shards: int) -> list[Path]:
     """Pack a plain pool (``images/`` + ``captions.csv`` [+ ``attributes.csv``]) into
     ``shards`` tar files of consecutive images, with the CSVs' image column rewritten to the
-    paths through the shards. Each shard is written under a temporary name, then renamed."""
+    paths through the shards; every file written atomically (``cgdmae.files``)."""
     from cgdmae.data.readers.pool import read_pool
 
     src, dst = Path(src), Path(dst)
@@ -120,13 +124,16 @@ def pack_pool(src: str | Path, dst: str | Path, shards: int) -> list[Path]:
     per_shard = -(-len(records) // shards)
     for k in range(shards):
         name = f"{SHARDS_DIR}/{k:05d}.tar"
-        tmp = dst / f"{name}.tmp"
-        with tarfile.open(tmp, "w", dereference=True) as tar:
-            for record in records[k * per_shard : (k + 1) * per_shard]:
-                relative = record.path.relative_to(src).as_posix()
-                tar.add(record.path, arcname=relative, recursive=False)
-                renamed[relative] = f"{name}/{relative}"
-        tmp.rename(dst / name)
+        chunk = records[k * per_shard : (k + 1) * per_shard]
+        relatives = [record.path.relative_to(src).as_posix() for record in chunk]
+        renamed |= {relative: f"{name}/{relative}" for relative in relatives}
+
+        def write(f, relatives=relatives):
+            with tarfile.open(fileobj=f, mode="w", dereference=True) as tar:
+                for relative in relatives:
+                    tar.add(src / relative, arcname=relative, recursive=False)
+
+        atomic_write(dst / name, write)
         written.append(dst / name)
     for table in ("captions.csv", "attributes.csv"):
         if (src / table).is_file():
@@ -140,12 +147,11 @@ def _rewrite_image_column(src: Path, dst: Path, renamed: dict[str, str]) -> None
         fields = list(rows[0]) if rows else ["image"]
     for row in rows:
         row["image"] = renamed[row["image"]]
-    tmp = dst.with_name(dst.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    shutil.move(tmp, dst)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(dst, text.getvalue())
 
 
 def main() -> None:

@@ -98,7 +98,7 @@ def apply_crop(
     image: Image.Image, crop: Crop, size: tuple[int, int], factor: int = 1
 ) -> torch.Tensor:
     """:func:`crop_image` as a [0, 1] float tensor. ``crop`` is in the stored image's pixels;
-    on an image decoded at 1/``factor`` of them (:func:`load_for_crops`) its box scales with
+    on an image decoded at 1/``factor`` of them (:func:`load_for_crop`) its box scales with
     them, and the crop is resampled (bicubic) from the reduced pixels."""
     if factor == 1:
         return TF.to_tensor(crop_image(image, crop, size))

@@ -320,14 +320,15 @@ class _SigtermFlag:
 
 
 class _EpochKeys(Sampler):
-    """A sampler's indices as (epoch, index) keys: the dataset reads the epoch from the key, so
-    workers that persist across epochs (and never see ``set_epoch``) draw the right views."""
+    """A sampler's indices as (epoch, index) keys, the epoch its ``set_epoch`` set: the dataset
+    reads the epoch from the key, so workers that persist across epochs (and never see
+    ``set_epoch``) draw the right views."""
 
-    def __init__(self, sampler: Sampler[int], epoch: int) -> None:
-        self.sampler, self.epoch = sampler, epoch
+    def __init__(self, sampler: EpochShardSampler) -> None:
+        self.sampler = sampler
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
+        epoch = self.sampler.epoch
         return ((epoch, index) for index in self.sampler)
 
     def __len__(self) -> int:
@@ -367,7 +368,6 @@ class _Run:
         self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
         self.progress = Progress()
         self._persistent_loader: DataLoader | None = None
-        self._epoch_keys: _EpochKeys | None = None
         self.partial_row: dict[str, float] | None = None  # a mid-epoch step cap's log row
         seed_everything(cfg.seed + self.env.rank)  # distinct masking noise on each rank
         if self.checkpoint_path.exists() or previous_checkpoint(self.checkpoint_path).exists():
@@ -463,15 +463,11 @@ class _Run:
         persistent = cfg.num_workers > 0 and getattr(self.dataset, "epoch_in_index", False)
         self.sampler.set_epoch(epoch, skip_batches=self.progress.batch_in_epoch)
         if persistent and self._persistent_loader is not None:
-            self._epoch_keys.epoch = epoch
             return self._persistent_loader
-        sampler = self.sampler
-        if persistent:
-            self._epoch_keys = sampler = _EpochKeys(self.sampler, epoch)
         loader = DataLoader(
             self.dataset,
             batch_size=cfg.batch_size,
-            sampler=sampler,
+            sampler=_EpochKeys(self.sampler) if persistent else self.sampler,
             num_workers=cfg.num_workers,
             pin_memory=env.device.type == "cuda",
             drop_last=True,
@@ -651,8 +647,8 @@ def train(
     ``method`` is any module with the :class:`Trainable` interface (``model``,
     ``forward(batch)``, ``on_step_end``, ``frozen_prefixes``); fine-tuning tasks set
     ``exports_encoder = False``. ``sampler`` replaces the default shuffled order (e.g. the
-    P×K identity sampler); it needs ``set_epoch(epoch, skip_batches)``, ``batches_per_epoch``
-    and ``steps_per_epoch`` like :class:`EpochShardSampler`.
+    P×K identity sampler); it needs ``set_epoch(epoch, skip_batches)`` (keeping ``epoch``),
+    ``batches_per_epoch`` and ``steps_per_epoch`` like :class:`EpochShardSampler`.
 
     Resumes from ``out_dir/checkpoint.pth`` when it exists (one that cannot be loaded is set
     aside and the run starts over); ``config_snapshot`` (the run's resolved config) is stored
