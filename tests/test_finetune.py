@@ -670,7 +670,12 @@ def test_vps_head_is_upernet_over_four_blocks_at_strides_4_to_32():
     net = SegmenterNet(vit, num_classes=5, channels=16)
     images = torch.randn(2, 3, 64, 64)
     levels = net.features(images)
-    assert [tuple(x.shape[-2:]) for x in levels] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    assert [tuple(x.shape[-2:]) for x in levels] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    vit16 = VisionTransformer(
+        img_size=64, patch_size=16, embed_dim=32, depth=4, num_heads=2, num_classes=0
+    )
+    levels16 = SegmenterNet(vit16, num_classes=5, channels=16).features(images)
+    assert [tuple(x.shape[-2:]) for x in levels16] == [(16, 16), (8, 8), (4, 4), (2, 2)]
     logits = net(images)
     assert logits.shape == (2, 5, 64, 64)
     logits.logsumexp(1).mean().backward()

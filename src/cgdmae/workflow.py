@@ -131,6 +131,19 @@ def rule_logging(log_path: str | Path) -> Iterator[logging.Logger]:
         yield log
 
 
+def cpu_threads(threads: int) -> None:
+    """Hold a CPU job to the threads its rule declares (``snakemake.threads``).
+
+    Snakemake sets ``OMP_NUM_THREADS`` for shell commands only; a script's torch would use every
+    core, and two jobs side by side on a laptop would oversubscribe it. On a GPU node the
+    job keeps torch's default: its CPU share is the Slurm allocation."""
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for processes the job starts
+
+
 def provenance_path(path: str | Path, workdir: str | Path = ".") -> str:
     """A config file as the tables name it: relative to the working directory when inside it,
     so `snakemake all` and `--configfile config/config.yaml` are the same provenance and no

@@ -18,7 +18,9 @@ rule pretrain:
         "logs/pretrain/{run}.log",
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    # on a CPU, two single-thread runs side by side outrun one on two threads (1.3x,
+    # docs/benchmarks.md); on a GPU the CPUs come from cluster.cpus_per_gpu
+    threads: 1
     resources:
         **resources_by(run_resources),
         runtime=lambda wildcards: run_spec(config, wildcards.run)["runtime"],

@@ -4,8 +4,9 @@ import sys
 
 from cgdmae.finetune.run import run_finetune
 from cgdmae.training.engine import EXIT_PREEMPTED, Preempted
-from cgdmae.workflow import rule_logging
+from cgdmae.workflow import cpu_threads, rule_logging
 
+cpu_threads(snakemake.threads)
 with rule_logging(snakemake.log[0]) as log:
     try:
         run_finetune(

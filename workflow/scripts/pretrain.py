@@ -7,7 +7,9 @@ from pathlib import Path
 
 from cgdmae.config import cached_views
 from cgdmae.pretrain.cli import launch
+from cgdmae.workflow import cpu_threads
 
+cpu_threads(snakemake.threads)
 spec = snakemake.params.spec
 views = cached_views(snakemake.config, spec)
 argv = [

@@ -11,8 +11,9 @@ from cgdmae.teacher.clip import (
     resolve_pretrained,
     train_small_teacher,
 )
-from cgdmae.workflow import rule_logging
+from cgdmae.workflow import cpu_threads, rule_logging
 
+cpu_threads(snakemake.threads)
 with rule_logging(snakemake.log[0]) as log:
     spec = snakemake.params.spec
     key = f"teachers.{snakemake.wildcards.teacher}.pretrained"

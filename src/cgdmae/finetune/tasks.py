@@ -645,11 +645,30 @@ def feature_blocks(depth: int) -> list[int]:
     return [max(depth * (i + 1) // 4 - 1, 0) for i in range(4)]
 
 
+PYRAMID_STRIDES = (4, 8, 16, 32)  # UperNet's levels, in image pixels
+
+
+def pyramid_level(dim: int, patch: int, stride: int) -> nn.Module:
+    """The layer that brings a ViT's token grid (stride ``patch``) to ``stride``: 2× transposed
+    convs (with BatchNorm and GELU between two, as MAE's segmentation), max-pooling, or none.
+    A patch of 16 gives MAE's four (two up, one up, none, pool); a patch of 8 one up, none and
+    two pools. The ratio must be a power of two."""
+    ratio = max(patch, stride) // min(patch, stride)
+    if max(patch, stride) % min(patch, stride) or ratio & (ratio - 1):
+        raise ValueError(f"patch size {patch} cannot make a level at stride {stride}")
+    if stride >= patch:
+        return nn.MaxPool2d(ratio, ratio) if ratio > 1 else nn.Identity()
+    layers: list[nn.Module] = [nn.ConvTranspose2d(dim, dim, 2, stride=2)]
+    for _ in range(ratio.bit_length() - 2):
+        layers += [nn.BatchNorm2d(dim), nn.GELU(), nn.ConvTranspose2d(dim, dim, 2, stride=2)]
+    return nn.Sequential(*layers) if len(layers) > 1 else layers[0]
+
+
 class SegmenterNet(nn.Module):
     """UperNet over a plain ViT, as MAE's and BEiT's ADE20K fine-tuning.
 
     The patch-token grids of 4 blocks (:func:`feature_blocks`) become a pyramid at strides
-    4, 8, 16 and 32 of the image (two 2× transposed convs, one, none, a 2× max-pool). UperNet's
+    4, 8, 16 and 32 of the image (:func:`pyramid_level`). UperNet's
     head fuses it: a pyramid pooling module (scales 1, 2, 3, 6) on the coarsest level, a
     top-down FPN, every level upsampled to stride 4, concatenated, and a 3×3 conv, dropout 0.1
     and a 1×1 conv to the classes; logits are upsampled bilinearly to the image. The
@@ -661,18 +680,8 @@ class SegmenterNet(nn.Module):
         dim = backbone.embed_dim
         self.backbone = backbone
         self.blocks = feature_blocks(len(backbone.blocks))
-
-        def up2(in_dim: int) -> nn.Module:
-            return nn.ConvTranspose2d(in_dim, dim, 2, stride=2)
-
-        self.pyramid = nn.ModuleList(
-            [
-                nn.Sequential(up2(dim), nn.BatchNorm2d(dim), nn.GELU(), up2(dim)),
-                up2(dim),
-                nn.Identity(),
-                nn.MaxPool2d(2, 2),
-            ]
-        )
+        patch = backbone.patch_embed.patch_size[0]
+        self.pyramid = nn.ModuleList(pyramid_level(dim, patch, s) for s in PYRAMID_STRIDES)
         self.pool_scales = (1, 2, 3, 6)
         self.ppm = nn.ModuleList(conv_bn_relu(dim, channels, 1) for _ in self.pool_scales)
         self.ppm_fuse = conv_bn_relu(dim + len(self.pool_scales) * channels, channels, 3)

@@ -57,6 +57,9 @@ COLOR_RGB = np.array(
 GLASS = (58, 72, 92)
 TYRE = (22, 22, 24)
 PLATE_CHARS = string.ascii_uppercase.replace("I", "").replace("O", "") + string.digits
+# How far a make/model's proportions stray from its type's silhouette (±30%): at 64 px a
+# vehicle is 35-60 px long, and models of one type must differ by a few pixels to be told apart
+MODEL_SPREAD = 0.3
 SUPERSAMPLE = 2  # polygons are drawn at this multiple of the target size, then box-filtered
 
 # Base silhouettes per type, in units of the vehicle length: beltline, roof, nose height, hood run,
@@ -164,7 +167,9 @@ def _make_models(rng: np.random.Generator, n_models: int) -> list[VehicleModel]:
         per_type = n_models // len(VERI_TYPES) + (t < n_models % len(VERI_TYPES))
         for m in range(per_type):
             jitter = {
-                k: float(v * rng.uniform(0.85, 1.15)) if v > 0.02 else float(v)
+                k: float(v * rng.uniform(1 - MODEL_SPREAD, 1 + MODEL_SPREAD))
+                if v > 0.02
+                else float(v)
                 for k, v in base.items()
             }
             models.append(

@@ -11,6 +11,7 @@ import csv
 import shutil
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from cgdmae.data.synth.world import (
     VERI_COLORS,
     VERI_TYPES,
     Identity,
+    Shot,
     SynthConfigError,
     SynthWorld,
 )
@@ -264,16 +266,28 @@ def write_veriwild(
     return {"images": image_number, "train_ids": len(train), "test_ids": len(test)}
 
 
+WEB_PHOTO_VIEWS = ("side", "front_three_quarter", "rear_three_quarter")
+
+
+def web_photo_shot(world: SynthWorld, camera: int, rng: np.random.Generator) -> Shot:
+    """A fine-grained set's framing (Stanford Cars, CompCars' web photos): the car centred and
+    filling the frame, unoccluded, from the side or three-quarters, where its model shows."""
+    viewpoint = WEB_PHOTO_VIEWS[int(rng.integers(len(WEB_PHOTO_VIEWS)))]
+    shot = world.sample_shot(camera, rng, viewpoint)
+    return replace(shot, scale=float(rng.uniform(0.85, 0.97)), dx=0.0, occluder_seed=None)
+
+
 def write_vfr(
     root: Path,
     *,
     seed: int = 0,
     image_size: tuple[int, int] = (64, 64),
     n_cameras: int = 20,
-    n_train_per_class: int = 12,
-    n_test_per_class: int = 4,
+    n_train_per_class: int = 30,
+    n_test_per_class: int = 8,
 ) -> dict[str, int]:
-    """Fine-grained classification as an ImageFolder tree: {train,test}/<make_model>/*.jpg."""
+    """Fine-grained classification as an ImageFolder tree: {train,test}/<make_model>/*.jpg,
+    framed as web photos (:func:`web_photo_shot`) under the cameras' light and noise."""
     _require_positive(n_train_per_class=n_train_per_class, n_test_per_class=n_test_per_class)
     world = SynthWorld(seed, n_cameras=n_cameras)
     rng = np.random.default_rng(dataset_seed(seed, "vfr"))
@@ -285,7 +299,9 @@ def write_vfr(
                     ident = world.make_identity(
                         k, model.index, int(rng.integers(len(VERI_COLORS))), rng
                     )
-                    render = world.render(ident, int(rng.integers(n_cameras)), rng, image_size)
+                    camera = int(rng.integers(n_cameras))
+                    shot = web_photo_shot(world, camera, rng)
+                    render = world.render(ident, camera, rng, image_size, shot=shot)
                     _save(render, out / split / model.name / f"{model.name}_{k:05d}.jpg")
                     counts[split] += 1
         _write_lines(out / "classes.txt", [m.name for m in world.models])
