@@ -131,17 +131,22 @@ def rule_logging(log_path: str | Path) -> Iterator[logging.Logger]:
         yield log
 
 
-def cpu_threads(threads: int) -> None:
-    """Hold a CPU job to the threads its rule declares (``snakemake.threads``).
+def prepare_job(threads: int, decoded_cache_mb: float) -> None:
+    """Hold a CPU job to the threads its rule declares (``snakemake.threads``), and give its
+    processes ``data.decoded_cache_mb`` for decoded images.
 
     Snakemake sets ``OMP_NUM_THREADS`` for shell commands only; a script's torch would use every
     core, and two jobs side by side on a laptop would oversubscribe it. On a GPU node the
-    job keeps torch's default: its CPU share is the Slurm allocation."""
+    job keeps torch's default: its CPU share is the Slurm allocation. Both settings reach
+    the processes the job starts through the environment."""
     import torch
 
+    from cgdmae.data.datasets import DECODED_CACHE_ENV
+
+    os.environ[DECODED_CACHE_ENV] = str(decoded_cache_mb)
     if not torch.cuda.is_available():
         torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # for processes the job starts
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def provenance_path(path: str | Path, workdir: str | Path = ".") -> str:

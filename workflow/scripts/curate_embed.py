@@ -4,9 +4,9 @@ one shard of it, or join the shards."""
 from cgdmae.curation.embed import embed_images, gather_embeddings, teacher_encoder
 from cgdmae.data import read_pool
 from cgdmae.data.scan import corrupt_images
-from cgdmae.workflow import cpu_threads, rule_logging
+from cgdmae.workflow import prepare_job, rule_logging
 
-cpu_threads(snakemake.threads)
+prepare_job(snakemake.threads, snakemake.config["data"]["decoded_cache_mb"])
 with rule_logging(snakemake.log[0]) as log:
     if hasattr(snakemake.input, "shards"):
         embeddings = gather_embeddings(snakemake.input.shards, snakemake.output[0])

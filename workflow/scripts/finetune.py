@@ -4,9 +4,9 @@ import sys
 
 from cgdmae.finetune.run import run_finetune
 from cgdmae.training.engine import EXIT_PREEMPTED, Preempted
-from cgdmae.workflow import cpu_threads, rule_logging
+from cgdmae.workflow import prepare_job, rule_logging
 
-cpu_threads(snakemake.threads)
+prepare_job(snakemake.threads, snakemake.config["data"]["decoded_cache_mb"])
 with rule_logging(snakemake.log[0]) as log:
     try:
         run_finetune(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from cgdmae.config import cached_views
 from cgdmae.pretrain.cli import launch
-from cgdmae.workflow import cpu_threads
+from cgdmae.workflow import prepare_job
 
-cpu_threads(snakemake.threads)
+prepare_job(snakemake.threads, snakemake.config["data"]["decoded_cache_mb"])
 spec = snakemake.params.spec
 views = cached_views(snakemake.config, spec)
 argv = [

@@ -11,9 +11,9 @@ from cgdmae.teacher.clip import (
     resolve_pretrained,
     train_small_teacher,
 )
-from cgdmae.workflow import cpu_threads, rule_logging
+from cgdmae.workflow import prepare_job, rule_logging
 
-cpu_threads(snakemake.threads)
+prepare_job(snakemake.threads, snakemake.config["data"]["decoded_cache_mb"])
 with rule_logging(snakemake.log[0]) as log:
     spec = snakemake.params.spec
     key = f"teachers.{snakemake.wildcards.teacher}.pretrained"

@@ -5,9 +5,9 @@ from cgdmae.config import DRAFT_SUFFIX
 from cgdmae.pretrain.run import training_images
 from cgdmae.teacher.clip import load_teacher
 from cgdmae.teacher.targets import cache_teacher_targets, gather_teacher_targets
-from cgdmae.workflow import cpu_threads, rule_logging
+from cgdmae.workflow import prepare_job, rule_logging
 
-cpu_threads(snakemake.threads)
+prepare_job(snakemake.threads, snakemake.config["data"]["decoded_cache_mb"])
 with rule_logging(snakemake.log[0]) as log:
     if hasattr(snakemake.input, "shards"):
         gather_teacher_targets(snakemake.input.shards, snakemake.output[0])

@@ -7,6 +7,7 @@ naming it (the error survives DataLoader workers, see ``DatasetFormatError``).
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -46,13 +47,48 @@ def _open_decoded(
         raise DatasetFormatError(f"corrupt or truncated {what} ({exc})", path) from None
 
 
+DECODED_CACHE_ENV = "CGDMAE_DECODED_CACHE_MB"  # data.decoded_cache_mb, set by the job
+
+
+class _DecodedImages:
+    """Decoded RGB images by path, until they fill ``data.decoded_cache_mb``.
+
+    A training job reads each image once per epoch; a set this small decodes once per process
+    instead. The budget is read from the environment, so DataLoader workers and torchrun ranks
+    inherit it. Only full decodes are kept (a reduced one depends on the crop)."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, Image.Image] = {}
+        self.nbytes = 0
+
+    def get(self, path: str | Path) -> Image.Image | None:
+        image = self.images.get(str(path))
+        return image.copy() if image is not None else None
+
+    def put(self, path: str | Path, image: Image.Image) -> None:
+        size = image.width * image.height * len(image.getbands())
+        budget = float(os.environ.get(DECODED_CACHE_ENV) or 0) * 2**20
+        if self.nbytes + size <= budget:
+            self.images[str(path)] = image.copy()
+            self.nbytes += size
+
+
+_DECODED = _DecodedImages()
+
+
 def load_rgb(path: str | Path, reduce: Callable[[int, int], int] | None = None) -> Image.Image:
     """Decode an image as RGB; a missing, truncated or corrupt file names its path.
 
     ``reduce(width, height)``, called with the stored size before decoding, may ask for a JPEG
     to be decoded at 1/2, 1/4 or 1/8 of it (libjpeg's DCT scaling, PIL's ``draft``): the
-    returned image is then that much smaller. Other formats decode in full."""
-    return _open_decoded(path, "image", reduce).convert("RGB")
+    returned image is then that much smaller. Other formats decode in full. A full decode comes
+    from memory when ``data.decoded_cache_mb`` holds it (:class:`_DecodedImages`)."""
+    if reduce is None and (image := _DECODED.get(path)) is not None:
+        return image
+    image = _open_decoded(path, "image", reduce).convert("RGB")
+    if reduce is None:
+        _DECODED.put(path, image)
+    return image
 
 
 def load_mask(path: str | Path) -> Image.Image:

@@ -126,12 +126,15 @@ def load_for_crop(
     image, the crop, the reduction it was decoded at and the stored size. With ``draft`` a
     JPEG is decoded at the crop's :func:`draft_factor`, a function of the crop alone, so the
     teacher-target job and the student decode a cached view alike; else (or for a PNG) in
-    full, factor 1."""
+    full, factor 1 (from memory, with ``data.decoded_cache_mb``)."""
+    if not draft:
+        image = load_rgb(path)
+        return image, draw(image.width, image.height), 1, image.size
     drawn: list[Any] = []
 
     def reduce(width: int, height: int) -> int:
         drawn.extend([draw(width, height), (width, height)])
-        return draft_factor(drawn[0], size) if draft else 1
+        return draft_factor(drawn[0], size)
 
     image = load_rgb(path, reduce)
     crop, (width, height) = drawn
