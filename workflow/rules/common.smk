@@ -45,6 +45,13 @@ except ConfigError as error:  # one line naming the key, not a traceback of this
     )
 
 
+# Where a local run starts: the teacher and curation chain feeds most pre-training runs, and
+# each pre-training run feeds five fine-tunings, so neither is left to the end of the run
+# while short jobs go first (Snakemake runs the highest priority of the ready jobs first).
+TEACHER_PRIORITY = 2
+PRETRAIN_PRIORITY = 1
+
+
 def dataset_root(name):
     """Root directory of a configured dataset (generated if it is a synthetic one)."""
     return config["datasets"][name]["path"]

@@ -9,6 +9,7 @@ rule curation_embed:
         "results/curation/embeddings/{dataset}.npy",
     log:
         "logs/curation/embed_{dataset}.log",
+    priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
@@ -35,6 +36,7 @@ rule curation_embed_shard:
     wildcard_constraints:
         shard=r"\d+",
         shards=r"\d+",
+    priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
@@ -55,6 +57,7 @@ rule curation_clusters:
         "results/curation/clusters/{dataset}.npz",
     log:
         "logs/curation/clusters_{dataset}.log",
+    priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
@@ -81,6 +84,7 @@ rule curation_subset:
         "logs/curation/{subset}.log",
     wildcard_constraints:
         subset="|".join(config["curation"]["subsets"]) or "none",
+    priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
     threads: 1

@@ -9,6 +9,7 @@ rule teacher:
         metrics="results/teacher/{teacher}/metrics.json",
     log:
         "logs/teacher/{teacher}.log",
+    priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
@@ -37,6 +38,7 @@ rule teacher_targets:
         smin=r"[0-9.]+",
         smax=r"[0-9.]+",
         decode=f"(|{DRAFT_SUFFIX})",
+    priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
@@ -70,6 +72,7 @@ rule teacher_target_shard:
         decode=f"(|{DRAFT_SUFFIX})",
         shard=r"\d+",
         shards=r"\d+",
+    priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
@@ -106,6 +109,7 @@ rule teacher_text:
         "results/teacher/{teacher}/text/{key}.pt",
     log:
         "logs/teacher/{teacher}_text_{key}.log",
+    priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
     threads: 2
