@@ -48,6 +48,7 @@ except ConfigError as error:  # one line naming the key, not a traceback of this
 # Where a local run starts: the teacher and curation chain feeds most pre-training runs, and
 # each pre-training run feeds five fine-tunings, so neither is left to the end of the run
 # while short jobs go first (Snakemake runs the highest priority of the ready jobs first).
+# Their rules declare one thread: on a CPU two jobs side by side outrun one on two threads.
 TEACHER_PRIORITY = 2
 PRETRAIN_PRIORITY = 1
 

@@ -12,7 +12,7 @@ rule curation_embed:
     priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    threads: 1
     resources:
         **job_resources(
             0 if config["cluster"]["shards"] > 1 else config["curation"]["gpus"],

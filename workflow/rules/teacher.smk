@@ -12,7 +12,7 @@ rule teacher:
     priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    threads: 1
     resources:
         **resources_by(teacher_build_resources),
         runtime=120,
@@ -41,7 +41,7 @@ rule teacher_targets:
     priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    threads: 1
     resources:
         **resources_by(teacher_targets_resources),
         runtime=240,
