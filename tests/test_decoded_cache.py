@@ -1,13 +1,12 @@
 """data.decoded_cache_mb: each image decodes once per process, within the budget, and what
-training sees does not change."""
+training sees does not change; ``prepare_job`` sets it and the job's threads."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cgdmae.data import DatasetFormatError, load_rgb
-from cgdmae.data import datasets
+from cgdmae.data import DatasetFormatError, datasets, load_rgb
 from cgdmae.pretrain.data import PretrainDataset
 
 
@@ -62,3 +61,23 @@ def test_pretraining_views_are_the_same_with_the_cache(images, monkeypatch):
     assert torch.equal(views(), uncached)
     assert torch.equal(views(), uncached)  # from memory now
     assert len(datasets._DECODED.images) == len(images)
+
+
+def test_a_local_cpu_job_holds_to_its_threads_and_a_slurm_job_to_its_allocation(monkeypatch):
+    from cgdmae.workflow import prepare_job
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SLURM_JOB_ID", "42")
+        torch.set_num_threads(2)
+        prepare_job(1, 16)
+        assert torch.get_num_threads() == 2  # the node's allocation bounds it, not the rule
+        assert datasets.os.environ[datasets.DECODED_CACHE_ENV] == "16"
+        monkeypatch.delenv("SLURM_JOB_ID")
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # restored after the test
+        prepare_job(1, 0)
+        assert torch.get_num_threads() == 1
+        assert datasets.os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.delenv(datasets.DECODED_CACHE_ENV, raising=False)

@@ -136,15 +136,15 @@ def prepare_job(threads: int, decoded_cache_mb: float) -> None:
     processes ``data.decoded_cache_mb`` for decoded images.
 
     Snakemake sets ``OMP_NUM_THREADS`` for shell commands only; a script's torch would use every
-    core, and two jobs side by side on a laptop would oversubscribe it. On a GPU node the
-    job keeps torch's default: its CPU share is the Slurm allocation. Both settings reach
-    the processes the job starts through the environment."""
+    core, and two jobs side by side on a laptop would oversubscribe it. A job on a GPU or inside
+    a Slurm allocation keeps torch's default: its CPU share is what the node gave it. Both
+    settings reach the processes the job starts through the environment."""
     import torch
 
     from cgdmae.data.datasets import DECODED_CACHE_ENV
 
     os.environ[DECODED_CACHE_ENV] = str(decoded_cache_mb)
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and "SLURM_JOB_ID" not in os.environ:
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
