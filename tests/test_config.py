@@ -417,7 +417,7 @@ def test_warmup_as_long_as_training_is_refused(where, expected):
         config["runs"]["person_vit"]["overrides"]["epochs"] = 6
         config["ablations"] = {"ep": {"base": "mae", "axis": "epochs", "values": [6, 4]}}
     else:
-        config["finetune"]["reid"]["warmup_epochs"] = 10
+        config["finetune"]["reid"] |= {"epochs": 10, "warmup_epochs": 10}
     with pytest.raises(ConfigError, match=expected):
         validate_config(config, SCHEMA)
 
