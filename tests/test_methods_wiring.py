@@ -279,3 +279,32 @@ def test_launch_trains_in_process_or_as_ddp_ranks_under_torchrun(pool, tmp_path)
         saved = load_checkpoint(out / "checkpoint.pth")
         assert saved["train_config"]["world_size"] == gpus and saved["step"] == 24 // (4 * gpus)
         assert (out / "encoder.pth").exists() and "epoch 1/1" in log.read_text()
+
+
+def test_pretrain_argv_is_read_back_by_the_parser():
+    """The workflow's command line of a run parses to what it was given; absent inputs stay
+    empty and the target views unset."""
+    import json
+
+    from cgdmae.pretrain.cli import parser, pretrain_argv
+
+    spec = {"method": "cgd_mae", "epochs": 2}
+    inputs = {"images": "pool", "teacher": "t/model", "text_anchors": "t/text.pt"}
+    args = parser().parse_args(
+        pretrain_argv(
+            "cgd_mae", spec, "pool", "out", seed=3, on_corrupt="skip", inputs=inputs, target_views=4
+        )  # fmt: skip
+    )
+    assert (args.name, json.loads(args.spec), args.images, args.out) == (
+        "cgd_mae",
+        spec,
+        "pool",
+        "out",
+    )
+    assert (args.seed, args.on_corrupt, args.target_views) == (3, "skip", 4)
+    assert (args.teacher, args.text_anchors) == ("t/model", "t/text.pt")
+    assert args.targets == args.teacher_checkpoint == ""
+    bare = parser().parse_args(
+        pretrain_argv("mae", spec, "pool", "out", seed=0, on_corrupt="error")
+    )
+    assert bare.target_views is None and bare.teacher == ""

@@ -16,11 +16,11 @@ rule pretrain:
         log_csv="results/pretrain/{run}/log.csv",
     log:
         "logs/pretrain/{run}.log",
-    # on a CPU, two single-thread runs side by side outrun one on two threads (1.4x,
-    # docs/benchmarks.md); on a GPU the CPUs come from cluster.cpus_per_gpu
     priority: PRETRAIN_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
+    # on a CPU, two single-thread runs side by side outrun one on two threads (1.4x,
+    # docs/benchmarks.md); on a GPU the CPUs come from cluster.cpus_per_gpu
     threads: 1
     resources:
         **resources_by(run_resources),

@@ -10,7 +10,6 @@ demo's rules declare one thread per training job because of this ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -23,15 +22,13 @@ from cgdmae.workflow import prepare_job
 
 def pretrain(config: str, run: str, epochs: int, out: Path, threads: int) -> None:
     """Pre-train ``run`` for ``epochs`` into ``out`` on ``threads`` threads (this process)."""
-    from cgdmae.pretrain.cli import main
+    from cgdmae.pretrain.cli import main, pretrain_argv
 
-    prepare_job(threads, 256)
     cfg = load_config(config, SCHEMA)
+    prepare_job(threads, cfg["data"]["decoded_cache_mb"])
     spec = run_spec(cfg, run) | {"epochs": epochs}
-    argv = [f"--name={run}", f"--spec={json.dumps(spec, sort_keys=True)}",
-            f"--images={cfg['datasets'][spec['dataset']]['path']}", f"--out={out}", "--seed=0",
-            "--teacher=", "--targets=", "--on-corrupt=error", "--teacher-checkpoint=",
-            "--text-anchors="]  # fmt: skip
+    images = cfg["datasets"][spec["dataset"]]["path"]
+    argv = pretrain_argv(run, spec, images, out, seed=0, on_corrupt="error")
     if main(argv) != 0:
         raise RuntimeError(f"pre-training {run} failed")
 

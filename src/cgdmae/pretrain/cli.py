@@ -16,7 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cgdmae.pretrain.run import run_pretraining
 from cgdmae.training.engine import EXIT_PREEMPTED, Preempted
@@ -98,6 +100,34 @@ def multinode_command(argv: list[str], nodes: int, gpus: int, job_id: str, head:
         "-m",
         "cgdmae.pretrain.cli",
         *argv,
+    ]
+
+
+def pretrain_argv(
+    name: str,
+    spec: dict[str, Any],
+    images: str | Path,
+    out: str | Path,
+    *,
+    seed: int,
+    on_corrupt: str,
+    inputs: Mapping[str, str] | None = None,
+    target_views: int | None = None,
+) -> list[str]:
+    """The command line of :func:`main` for one run. ``inputs`` holds the optional files by
+    the workflow's input names (``teacher``, ``targets``, ``teacher_checkpoint``,
+    ``text_anchors``); one absent is passed empty, as the parser's default."""
+    inputs = inputs or {}
+    optional = ("teacher", "targets", "teacher_checkpoint", "text_anchors")
+    return [
+        f"--name={name}",
+        f"--spec={json.dumps(spec, sort_keys=True)}",
+        f"--images={images}",
+        f"--out={out}",
+        f"--seed={seed}",
+        *(f"--{key.replace('_', '-')}={inputs.get(key, '')}" for key in optional),
+        *([f"--target-views={target_views}"] if target_views is not None else []),
+        f"--on-corrupt={on_corrupt}",
     ]
 
 
