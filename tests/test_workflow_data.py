@@ -20,10 +20,12 @@ TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, warm: bool = False) -> subprocess.CompletedProcess:
+    """Snakemake in ``workdir``; with ``warm``, under a warm server as `make demo` runs it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    wrapper = [sys.executable, "-m", "cgdmae.warm", "--"] if warm else []
     return subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        [*wrapper, *SNAKEMAKE, "--directory", str(workdir), *args],
         capture_output=True,
         text=True,
         env=env,

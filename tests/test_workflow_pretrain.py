@@ -45,8 +45,8 @@ def scheduled_jobs(dry_run_stdout: str) -> list[str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("all")
-    result = snakemake(
-        workdir, "--configfile", str(TINY), "--cores", "2", "all", "paper/report.html"
+    result = snakemake(  # as `make demo` runs it: every script through the warm server
+        workdir, "--configfile", str(TINY), "--cores", "2", "all", "paper/report.html", warm=True
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir

@@ -48,7 +48,10 @@ except ConfigError as error:  # one line naming the key, not a traceback of this
 # Where a local run starts: the teacher and curation chain feeds most pre-training runs, and
 # each pre-training run feeds five fine-tunings, so neither is left to the end of the run
 # while short jobs go first (Snakemake runs the highest priority of the ready jobs first).
-# Their rules declare one thread: on a CPU two jobs side by side outrun one on two threads.
+# Every rule declares one thread. On a CPU two jobs side by side outrun one on two threads,
+# and a two-thread job waits until both cores are free at once: on a busy 2-core laptop the
+# teacher's 4-second text job waited 8 minutes, and the cgd_mae runs behind it. On a cluster
+# a job's CPUs come from its resources (cgdmae.cluster), not from `threads`.
 TEACHER_PRIORITY = 2
 PRETRAIN_PRIORITY = 1
 

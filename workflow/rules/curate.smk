@@ -39,7 +39,7 @@ rule curation_embed_shard:
     priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    threads: 1
     resources:
         **job_resources(config["curation"]["gpus"], threads=2),
         runtime=240,
@@ -60,7 +60,7 @@ rule curation_clusters:
     priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    threads: 1
     resources:
         **job_resources(kmeans_gpus(), threads=2),
         runtime=240,

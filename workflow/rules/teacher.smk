@@ -75,7 +75,7 @@ rule teacher_target_shard:
     priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    threads: 1
     resources:
         **resources_by(teacher_resources),
         runtime=240,
@@ -112,7 +112,7 @@ rule teacher_text:
     priority: TEACHER_PRIORITY
     conda:
         "../envs/cgdmae.yaml"
-    threads: 2
+    threads: 1
     resources:
         **resources_by(teacher_resources),
         runtime=30,

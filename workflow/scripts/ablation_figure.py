@@ -1,5 +1,9 @@
 """Metric vs axis value of one ablation."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.report.figures import ablation_plot, save_figure
 from cgdmae.report.tables import ablation_frame, build_table, load_records
 from cgdmae.workflow import rule_logging

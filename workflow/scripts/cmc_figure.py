@@ -1,5 +1,9 @@
 """CMC curves of every run on every ReID dataset with a query/gallery split."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.report.figures import cmc_curves, save_data, save_figure
 from cgdmae.report.tables import cmc_frame, load_records
 from cgdmae.workflow import rule_logging

@@ -1,5 +1,9 @@
 """Contact sheet of the synthetic world: one sample per camera, type and colour, and look-alikes."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from pathlib import Path
 
 from cgdmae.data.synth.contact_sheet import write_contact_sheet

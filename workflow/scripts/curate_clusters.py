@@ -1,5 +1,9 @@
 """Dedup and hierarchical k-means of the pool's embeddings, once for every subset drawn from it."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 import numpy as np
 
 from cgdmae.curation.subsets import cluster_pool

@@ -1,6 +1,10 @@
 """Embed the pool with the CLIP teacher (resumable), float16 .npy in pool order: all of it,
 one shard of it, or join the shards."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.curation.embed import embed_images, gather_embeddings, teacher_encoder
 from cgdmae.data import read_pool
 from cgdmae.data.scan import corrupt_images

@@ -1,6 +1,10 @@
 """One pre-training subset, sampled from the pool's clusters: manifest.csv (path, cluster ids,
 selected), stats.json and resampling.json (the finest centroids before and after resampling)."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from pathlib import Path
 
 from cgdmae.curation.subsets import PoolClusters, curate, load_embeddings

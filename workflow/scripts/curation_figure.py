@@ -1,6 +1,10 @@
 """Cluster sizes before/after, the centroids before/after resampling, and sample images of a
 few clusters of one subset."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from pathlib import Path
 
 from cgdmae.report.figures import curation_figure, save_figure

@@ -1,5 +1,9 @@
 """Fine-tune one run's encoder on one task and dataset; exit 75 after a SIGTERM checkpoint."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 import sys
 
 from cgdmae.finetune.run import run_finetune

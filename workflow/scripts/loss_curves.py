@@ -1,5 +1,9 @@
 """Pre-training loss curves of every run."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.report.figures import loss_curves, loss_frame, save_data, save_figure
 from cgdmae.workflow import rule_logging
 

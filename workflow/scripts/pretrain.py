@@ -1,6 +1,10 @@
 """Pre-train one run (in this process, or under torchrun when gpus > 1, srun + torchrun when
 nodes > 1); exit 75 after a SIGTERM checkpoint."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,9 @@
 """A randomly initialised open_clip model as a local weights file (the rehearsal's teacher)."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.teacher.clip import save_random_weights
 from cgdmae.workflow import rule_logging
 

@@ -1,5 +1,9 @@
 """MAE reconstructions of the same few pool images by each pre-trained run."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.data import read_pool
 from cgdmae.report.figures import reconstructions, save_figure
 from cgdmae.report.reconstruct import reconstruct

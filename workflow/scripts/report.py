@@ -1,5 +1,9 @@
 """Execute paper/report.ipynb on this workflow's results/ and write paper/report.html."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from pathlib import Path
 
 from cgdmae.report.notebook import render_report

@@ -1,5 +1,9 @@
 """Write one synthetic dataset in the real on-disk format of the set it stands in for."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from pathlib import Path
 
 from cgdmae.data.synth import writers

@@ -1,5 +1,9 @@
 """One results table (LaTeX + Markdown) from the metrics.json files it depends on."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.report.provenance import provenance
 from cgdmae.report.tables import build_table, load_records, write_metrics, write_table
 from cgdmae.workflow import rule_logging

@@ -1,6 +1,10 @@
 """Build a CLIP teacher: train the small one here, or check a pretrained one is on disk. Its
 metrics.json records the weights' SHA-256, which the tables' provenance quotes."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from pathlib import Path
 
 from cgdmae.data import read_pool

@@ -1,6 +1,10 @@
 """Cache the teacher's embeddings of K fixed augmented views per pre-training image: all of
 them, one shard of them, or join the shards into the store."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.config import DRAFT_SUFFIX
 from cgdmae.pretrain.run import training_images
 from cgdmae.teacher.clip import load_teacher

@@ -1,6 +1,10 @@
 """The teacher's text embeddings of the KL anchors (templates × colours × types), once for
 every run that uses them."""
 
+from cgdmae.warm import fork_from_warm_process
+
+fork_from_warm_process()  # under `python -m cgdmae.warm`: go on in a fork that has the imports
+
 from cgdmae.teacher.clip import save_text_anchors
 from cgdmae.workflow import rule_logging
 

@@ -1,13 +1,15 @@
-"""Datasets: the synthetic world, readers of the real on-disk formats, torch Datasets."""
+"""Datasets: the synthetic world, readers of the real on-disk formats, torch Datasets.
 
-from cgdmae.data.datasets import (
-    ImageDataset,
-    RandomIdentitySampler,
-    SegmentationDataset,
-    SegmentationTransform,
-    load_mask,
-    load_rgb,
-)
+The torch Datasets (:mod:`cgdmae.data.datasets`) are imported on first use: they bring torch and
+torchvision (2.5 s), which the synthetic world, the readers and the curation's subsets do not
+need, and the jobs that run them start that much sooner.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from cgdmae.data.errors import DatasetFormatError
 from cgdmae.data.readers import (
     read_classification_csv,
@@ -30,6 +32,32 @@ from cgdmae.data.records import (
     SegmentationSplit,
     SegRecord,
 )
+
+if TYPE_CHECKING:
+    from cgdmae.data.datasets import (
+        ImageDataset,
+        RandomIdentitySampler,
+        SegmentationDataset,
+        SegmentationTransform,
+        load_mask,
+        load_rgb,
+    )
+
+_FROM_DATASETS = (
+    "ImageDataset",
+    "RandomIdentitySampler",
+    "SegmentationDataset",
+    "SegmentationTransform",
+    "load_mask",
+    "load_rgb",
+)
+
+
+def __getattr__(name: str):
+    if name in _FROM_DATASETS:
+        return getattr(importlib.import_module("cgdmae.data.datasets"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClassRecord",
