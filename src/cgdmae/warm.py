@@ -1,5 +1,6 @@
-"""Warm starts for local jobs: one process imports torch, torchvision and timm once, and each
-job of a local Snakemake run is a fork of it, so the job skips their ~3 s of imports.
+"""Warm starts for local jobs: one process imports torch, torchvision, timm (and the plotting
+libraries) once, and each job of a local Snakemake run is a fork of it, so the job skips their
+~3.5 s of imports.
 
 On a laptop the demo's 88 jobs each paid those 3 s before doing any work (a quarter of a
 fine-tuning job; docs/benchmarks.md). Run the workflow under a warm server:
@@ -39,7 +40,7 @@ from pathlib import Path
 
 SOCKET_ENV = "CGDMAE_WARM_SOCKET"
 _FORKED_ENV = "CGDMAE_WARM_FORKED"  # set in a fork: the script's call must return at once
-PRELOAD = ("numpy", "PIL.Image", "torch", "torchvision", "timm", "open_clip")
+PRELOAD = ("numpy", "PIL.Image", "torch", "torchvision", "timm", "open_clip", "pandas", "seaborn")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _MAX_REQUEST = 1 << 20
 
