@@ -196,3 +196,49 @@ def test_wrapper_runs_the_command_and_stops_its_server(tmp_path):
     address = Path(proc.stdout.strip())
     assert address.name == "socket" and address.parent.name.startswith("cgdmae-warm-")
     assert not address.parent.exists()  # the server's private directory is gone with it
+
+
+def test_a_request_that_is_not_a_clients_is_refused_and_the_server_serves_on(server, tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(server[0])
+        conn.sendall(b"not json\n")
+        assert conn.recv(64) == b""  # closed without a fork
+    path = script(tmp_path, "print(os.getppid())")
+    proc = run(path, server[0])
+    out, _ = proc.communicate(timeout=60)
+    assert (proc.returncode, out.strip()) == (0, str(server[1]))
+
+
+def test_ctrl_c_reaches_the_job_once_and_the_wrapper_waits_for_it(tmp_path):
+    path = tmp_path / "job.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            import os, sys, time
+            while not os.path.exists(os.environ["CGDMAE_WARM_SOCKET"]):  # be a warm job
+                time.sleep(0.05)
+            from cgdmae.warm import fork_from_warm_process
+            fork_from_warm_process()
+            open("ready", "w").write(str(os.getppid()))
+            try:
+                time.sleep(60)
+            except KeyboardInterrupt:
+                time.sleep(0.5)  # cleaning up: a second Ctrl-C or a kill would stop this
+                open("cleaned-up", "w").close()
+                sys.exit(130)
+            """
+        )
+    )
+    wrapper = subprocess.Popen(
+        [sys.executable, "-m", "cgdmae.warm", "--", sys.executable, str(path)],
+        cwd=tmp_path,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    ready = tmp_path / "ready"
+    wait_for(lambda: ready.exists() and ready.read_text())
+    assert int(ready.read_text()) != wrapper.pid  # the job ran in a fork of the server
+    os.killpg(wrapper.pid, signal.SIGINT)  # what Ctrl-C does
+    assert wrapper.wait(60) == 130
+    assert (tmp_path / "cleaned-up").exists()

@@ -63,13 +63,22 @@ def fork_from_warm_process() -> None:
         "cwd": os.getcwd(),
         "env": dict(os.environ),
     }
-    socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
-    child = int(_read_line(conn))
+    try:
+        socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+        child = int(_read_line(conn))
+    except (OSError, ValueError):
+        conn.close()  # the server refused or went away before forking: run here
+        return
     for sig in _FORWARDED:
         signal.signal(sig, lambda signum, frame: os.kill(child, signum))
+    try:
+        status = int(_read_line(conn))  # the fork's exit status, as if this process had run it
+    except (OSError, ValueError) as error:
+        print(f"cgdmae.warm: lost the warm server while job {child} ran: {error}", file=sys.stderr)
+        status = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(int(_read_line(conn)))  # the fork's exit status, as if this process had run it
+    os._exit(status)
 
 
 def _read_line(conn: socket.socket, data: bytes = b"") -> str:
@@ -92,6 +101,7 @@ def _exit_status(wait_status: int) -> int:
 def _run_script(request: dict, fds: list[int]) -> int:
     """In the fork: take on the client's streams, directory, environment and argv, then run its
     script as ``__main__``. Returns the exit status."""
+    os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the job's process, which passes it on once
     for sig in (*_FORWARDED, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -130,8 +140,9 @@ class Server:
     exit status. A client that goes away takes its fork with it (SIGTERM)."""
 
     def __init__(self, address: str | Path):
+        self.address = str(address)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(address))
+        self.listener.bind(self.address)
         self.listener.listen(64)
         # fork pid -> its client's connection (None once the client has gone)
         self.children: dict[int, socket.socket | None] = {}
@@ -166,11 +177,22 @@ class Server:
         for pid in self.children:
             os.kill(pid, signal.SIGTERM)
         self.listener.close()
+        os.unlink(self.address)
 
     def _accept(self) -> None:
         conn, _ = self.listener.accept()
-        message, fds, _, _ = socket.recv_fds(conn, _MAX_REQUEST, 3)
-        request = json.loads(_read_line(conn, message))
+        fds: list[int] = []
+        try:
+            message, fds, _, _ = socket.recv_fds(conn, _MAX_REQUEST, 3)
+            request = json.loads(_read_line(conn, message))
+            if len(fds) != 3:
+                raise ValueError(f"{len(fds)} standard streams passed, not 3")
+        except (OSError, ValueError) as error:  # not a client of ours: refuse it, serve on
+            print(f"cgdmae.warm: refused a request: {error}", file=sys.stderr)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            return
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -213,11 +235,16 @@ def run_with_warm_server(command: list[str]) -> int:
         address = os.path.join(private, "socket")
         server = subprocess.Popen([sys.executable, "-m", "cgdmae.warm", "--serve", address])
         try:
-            status = subprocess.call(command, env=os.environ | {SOCKET_ENV: address})
+            proc = subprocess.Popen(command, env=os.environ | {SOCKET_ENV: address})
+            # Ctrl-C reaches the command from the terminal: let it stop its jobs as it would
+            # alone, and wait for it; SIGTERM and SIGHUP sent to this process are passed on
+            signal.signal(signal.SIGINT, lambda signum, frame: None)
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+            return proc.wait()
         finally:
             server.terminate()
             server.wait()
-        return status
 
 
 def main(argv: list[str] | None = None) -> int:
