@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cgdmae.warm import SOCKET_ENV
+from cgdmae.warm import SOCKET_ENV, warm_server
 
 PREAMBLE = """\
 import json, os, sys
@@ -34,14 +34,10 @@ def wait_for(condition, seconds: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A warm server with the default preloads; yields (its socket, its pid)."""
-    address = tmp_path_factory.mktemp("warm") / "socket"
-    proc = subprocess.Popen([sys.executable, "-m", "cgdmae.warm", "--serve", str(address)])
-    wait_for(address.exists, 120)
-    yield str(address), proc.pid
-    proc.terminate()
-    assert proc.wait(30) == 0
+def server():
+    """A warm server with the default preloads, listening; yields (its socket, its pid)."""
+    with warm_server(ready_within=120) as address_and_pid:
+        yield address_and_pid
 
 
 def script(tmp_path: Path, body: str) -> Path:
@@ -225,7 +221,7 @@ def test_ctrl_c_reaches_the_job_once_and_the_wrapper_waits_for_it(tmp_path):
             try:
                 time.sleep(60)
             except KeyboardInterrupt:
-                time.sleep(0.5)  # cleaning up: a second Ctrl-C or a kill would stop this
+                time.sleep(0.5)  # cleaning up: the wrapper must wait, not kill the command
                 open("cleaned-up", "w").close()
                 sys.exit(130)
             """

@@ -35,7 +35,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 SOCKET_ENV = "CGDMAE_WARM_SOCKET"
@@ -228,23 +230,37 @@ def serve(address: str | Path, preload: tuple[str, ...] = PRELOAD) -> None:
     Server(address).serve()
 
 
-def run_with_warm_server(command: list[str]) -> int:
-    """Run ``command`` with a warm server beside it (its socket in ``CGDMAE_WARM_SOCKET``); stop
-    the server when the command ends. Returns the command's exit status."""
+@contextlib.contextmanager
+def warm_server(ready_within: float | None = None) -> Iterator[tuple[str, int]]:
+    """A server process in a private directory; yields its socket's address and its pid, and
+    stops it on exit. With ``ready_within`` (seconds), first wait until it listens (a server that exits or
+    takes longer is an error); without, jobs that start before it listens run cold."""
     with tempfile.TemporaryDirectory(prefix="cgdmae-warm-") as private:  # mode 0700
         address = os.path.join(private, "socket")
         server = subprocess.Popen([sys.executable, "-m", "cgdmae.warm", "--serve", address])
         try:
-            proc = subprocess.Popen(command, env=os.environ | {SOCKET_ENV: address})
-            # Ctrl-C reaches the command from the terminal: let it stop its jobs as it would
-            # alone, and wait for it; SIGTERM and SIGHUP sent to this process are passed on
-            signal.signal(signal.SIGINT, lambda signum, frame: None)
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
-            return proc.wait()
+            deadline = time.monotonic() + (ready_within or 0)
+            while ready_within is not None and not os.path.exists(address):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the warm server did not start listening at {address}")
+                time.sleep(0.05)
+            yield address, server.pid
         finally:
             server.terminate()
             server.wait()
+
+
+def run_with_warm_server(command: list[str]) -> int:
+    """Run ``command`` with a warm server beside it (its socket in ``CGDMAE_WARM_SOCKET``); stop
+    the server when the command ends. Returns the command's exit status."""
+    with warm_server() as (address, _):
+        proc = subprocess.Popen(command, env=os.environ | {SOCKET_ENV: address})
+        # Ctrl-C reaches the command from the terminal: let it stop its jobs as it would alone,
+        # and wait for it; SIGTERM and SIGHUP sent to this process are passed on
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+        return proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cgdmae.warm import SOCKET_ENV
+from cgdmae.warm import SOCKET_ENV, warm_server
 
 JOB = """\
 from cgdmae.warm import fork_from_warm_process
@@ -40,18 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        script, address = Path(tmp) / "job.py", Path(tmp) / "socket"
+        script = Path(tmp) / "job.py"
         script.write_text(JOB)
         cold_env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
         cold = [seconds(script, cold_env) for _ in range(args.repeats)]
-        server = subprocess.Popen([sys.executable, "-m", "cgdmae.warm", "--serve", str(address)])
-        try:
-            while not address.exists():
-                time.sleep(0.1)
-            warm = [seconds(script, cold_env | {SOCKET_ENV: str(address)}) for _ in cold]
-        finally:
-            server.terminate()
-            server.wait()
+        with warm_server(ready_within=120) as (address, _):
+            warm = [seconds(script, cold_env | {SOCKET_ENV: address}) for _ in cold]
     print(f"start-up of a fine-tuning job, median of {args.repeats}:")
     print(f"  cold (its own imports): {statistics.median(cold):.2f} s")
     print(f"  warm (a fork of the server): {statistics.median(warm):.2f} s")

@@ -1,8 +1,8 @@
 """Datasets: the synthetic world, readers of the real on-disk formats, torch Datasets.
 
 The torch Datasets (:mod:`cgdmae.data.datasets`) are imported on first use: they bring torch and
-torchvision (2.5 s), which the synthetic world, the readers and the curation's subsets do not
-need, and the jobs that run them start that much sooner.
+torchvision, which the synthetic world and the readers do not need. A synthetic-dataset job's
+imports take 0.2 s instead of 3.4 s (`import` of its script's modules, timed cold).
 """
 
 from __future__ import annotations
